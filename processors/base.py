@@ -1,0 +1,128 @@
+"""The processor interface: metadata, boundary, context and outputs."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+from processors.errors import Cancelled
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class DataLicense:
+    """A licence as written into datapackage.json: SPDX-like name, URL and title."""
+
+    name: str
+    path: str
+    title: str
+
+
+@dataclass(frozen=True)
+class ProcessorMetadata:
+    """What the API shows about a processor version, and what the package records."""
+
+    description: str
+    dataset: str
+    author: str
+    license: DataLicense
+    origin_url: str
+    formats: tuple[str, ...]
+    title: str = ""
+    title_long: str = ""
+    summary: str = ""
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """A boundary as processors see it: name and GeoJSON geometries in EPSG:4326."""
+
+    name: str
+    name_long: str
+    geometry: Mapping[str, Any]  # GeoJSON MultiPolygon
+    envelope: Mapping[str, Any]  # GeoJSON Polygon
+    admin_level: int | None = None
+
+    def shape(self):
+        """The geometry as a shapely object."""
+        from shapely.geometry import shape
+
+        return shape(self.geometry)
+
+
+@dataclass(frozen=True)
+class ProcessorOutput:
+    """Files a processor wrote into `context.output_dir`, described as one resource."""
+
+    files: list[str]  # file names relative to context.output_dir
+    format: str
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProcessorContext:
+    """Where a processor works and how it reports progress and sees cancellation."""
+
+    output_dir: Path  # empty folder; everything written here is moved into the package
+    processing_dir: Path  # scratch space, removed after the run
+    source_dir: Path  # persistent source cache for this processor version, shared by workers
+    options: Mapping[str, Any] = field(default_factory=dict)
+    report: Callable[[float, str], None] = lambda percent, step: None
+    is_cancelled: Callable[[], bool] = lambda: False
+
+    def progress(self, percent: float, step: str) -> None:
+        """Report progress (0-100) and the current step; stop here if cancelled."""
+        self.check_cancelled()
+        self.report(max(0.0, min(100.0, float(percent))), step)
+
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` when the job was cancelled."""
+        if self.is_cancelled():
+            raise Cancelled("cancelled")
+
+
+class Processor:
+    """A versioned dataset processor. Subclasses set `name`, `version`, `metadata`
+    and implement `generate`."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    metadata: ClassVar[ProcessorMetadata]
+    is_test: ClassVar[bool] = False
+
+    @classmethod
+    def full_name(cls) -> str:
+        """The API name, `dataset.version`."""
+        return f"{cls.name}.{cls.version}"
+
+    @classmethod
+    def output_filename(cls, boundary: Boundary, ext: str, part: str | None = None) -> str:
+        """`<name>-<version>[-<part>]-<boundary>.<ext>`, the package's file naming."""
+        stem = "-".join(p for p in (cls.name, cls.version, part, boundary.name) if p)
+        return f"{stem}.{ext}"
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The predecessor's processor-version shape used by `GET /v1/processors`."""
+        meta = cls.metadata
+        return {
+            "name": cls.full_name(),
+            "description": meta.description,
+            "version": cls.version,
+            "data_author": meta.author,
+            "data_title": meta.title,
+            "data_title_long": meta.title_long,
+            "data_summary": meta.summary,
+            "data_citation": meta.citation,
+            "data_license": asdict(meta.license),
+            "data_origin_url": meta.origin_url,
+            "data_formats": list(meta.formats),
+        }
+
+    def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
+        """Fetch sources, clip them to `boundary`, write into `context.output_dir`."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Built-in processors: every module here is scanned for Processor subclasses."""
