@@ -1,0 +1,206 @@
+"""`autopkg`: run the service and workers, load boundaries, and drive the API from scripts."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from backend.settings import Settings
+
+log = logging.getLogger("autopkg")
+
+
+def _service(args: argparse.Namespace):
+    from backend.service import build_service
+
+    return build_service(Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None), workers=getattr(args, "workers", None)))
+
+
+def _consumer(service, workers: int):
+    from huey.consumer import Consumer
+
+    return Consumer(service.queue.huey, workers=workers, worker_type="thread", check_worker_health=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """API + embedded consumer in one process."""
+    import uvicorn
+
+    from backend.api import create_app
+
+    service = _service(args)
+    settings = service.settings
+    if settings.seed_boundaries and service.boundaries.count() == 0:
+        report = service.boundaries.seed_natural_earth(settings.world_map_gpkg)
+        log.info("seeded boundaries from %s: %d loaded, %d skipped", settings.world_map_gpkg, report.loaded, report.skipped)
+    consumer = _consumer(service, settings.workers) if settings.workers > 0 else None
+    if consumer:
+        consumer.start()
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"CCG AutoPackaging {base}\n  API:      {base}/v1/processors\n  ReDoc:    {base}/redoc\n"
+          f"  Packages: {base}/packages/\n  Data dir: {settings.data_dir}\n  Workers:  {settings.workers}", flush=True)
+    try:
+        uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="info")
+    finally:
+        if consumer:
+            consumer.stop(graceful=True)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Consumers only (scale-out: run on any machine sharing the queue and the package storage)."""
+    service = _service(args)
+    _consumer(service, service.settings.workers).run()
+    return 0
+
+
+def cmd_boundaries_load(args: argparse.Namespace) -> int:
+    from backend.boundaries import open_store
+
+    store = open_store(Settings.from_env())
+    report = store.load_file(args.file, layer=args.layer, name_column=args.name_column,
+                             long_name_column=args.long_name_column or args.name_column, admin_level=args.admin_level)
+    for message in report.messages:
+        print(message, file=sys.stderr)
+    print(f"loaded {report.loaded}, skipped {report.skipped}")
+    return 0 if report.loaded or not report.skipped else 1
+
+
+def _client(args: argparse.Namespace):
+    from backend.client import Client
+
+    return Client(args.url)
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def cmd_boundaries_search(args: argparse.Namespace) -> int:
+    if args.name is None and (args.latitude is None or args.longitude is None):
+        raise SystemExit("give a NAME, or --latitude and --longitude")
+    results = _client(args).search_boundaries(name=args.name, latitude=args.latitude, longitude=args.longitude)
+    for b in results:
+        print(f"{b['name']}\t{b['name_long']}")
+    return 0 if results else 1
+
+
+def cmd_processors(args: argparse.Namespace) -> int:
+    for dataset in _client(args).processors():
+        for v in dataset["versions"]:
+            print(f"{v['name']}\t{v['data_title'] or v['description']}\t{v['data_license']['name']}")
+    return 0
+
+
+def _progress_line(status: dict[str, Any]) -> str:
+    width = 30
+    pct = status["job_group_percent_complete"]
+    bar = "#" * int(width * pct / 100)
+    states = " ".join(f"{p['processor_name']}={p['job_status']}" for p in status["job_group_processors"])
+    return f"\r[{bar:<{width}}] {pct:5.1f}% {states}"
+
+
+def cmd_jobs_submit(args: argparse.Namespace) -> int:
+    client = _client(args)
+    job_id = client.submit_job(boundary_name=args.boundary, processors=args.processor)
+    print(job_id)
+    if not args.wait:
+        return 0
+    status = client.wait(job_id, on_progress=lambda s: print(_progress_line(s), end="", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
+    failed = [p for p in status["job_group_processors"] if p["job_status"] in ("FAILURE", "REVOKED")]
+    for p in failed:
+        print(f"{p['processor_name']}: {p['job_status']} {json.dumps(p['job_result'])}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_jobs_status(args: argparse.Namespace) -> int:
+    _print(_client(args).job(args.job_id))
+    return 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    _print(_client(args).cancel_job(args.job_id))
+    return 0
+
+
+def cmd_packages(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.boundary:
+        _print(client.package(args.boundary))
+    else:
+        for p in client.packages():
+            print(f"{p['boundary_name']}\t{p['uri']}")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    for variable, default, help_text in Settings.documentation():
+        print(f"{variable}={default}\n    {help_text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autopkg", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", default=os.environ.get("CCGAUTOPKG_URL", "http://127.0.0.1:8000"), help="backend URL (env CCGAUTOPKG_URL)")
+
+    p = sub.add_parser("serve", help="run the API with an embedded worker")
+    p.add_argument("--host"), p.add_argument("--port", type=int), p.add_argument("--workers", type=int, help="0: API only")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("worker", help="run queue consumers only")
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=cmd_worker)
+    p = sub.add_parser("settings", help="list every setting with its default")
+    p.set_defaults(func=cmd_settings)
+
+    boundaries = sub.add_parser("boundaries", help="load and search boundaries").add_subparsers(dest="action", required=True)
+    p = boundaries.add_parser("load", help="load boundaries from GeoJSON, GeoPackage or Shapefile")
+    p.add_argument("file"), p.add_argument("--layer")
+    p.add_argument("--name-column", required=True), p.add_argument("--long-name-column")
+    p.add_argument("--admin-level", type=int, default=0)
+    p.set_defaults(func=cmd_boundaries_load)
+    p = boundaries.add_parser("search", parents=[url], help="search by name or point")
+    p.add_argument("name", nargs="?"), p.add_argument("--latitude", type=float), p.add_argument("--longitude", type=float)
+    p.set_defaults(func=cmd_boundaries_search)
+
+    p = sub.add_parser("processors", parents=[url], help="list processors")
+    p.set_defaults(func=cmd_processors)
+
+    jobs = sub.add_parser("jobs", help="submit and follow jobs").add_subparsers(dest="action", required=True)
+    p = jobs.add_parser("submit", parents=[url], help="submit a job")
+    p.add_argument("--boundary", required=True), p.add_argument("--processor", action="append", required=True)
+    p.add_argument("--wait", action="store_true", help="show progress until the job completes")
+    p.set_defaults(func=cmd_jobs_submit)
+    p = jobs.add_parser("status", parents=[url]); p.add_argument("job_id"); p.set_defaults(func=cmd_jobs_status)
+    p = jobs.add_parser("cancel", parents=[url]); p.add_argument("job_id"); p.set_defaults(func=cmd_jobs_cancel)
+
+    p = sub.add_parser("packages", parents=[url], help="list packages, or show one")
+    p.add_argument("boundary", nargs="?")
+    p.set_defaults(func=cmd_packages)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from backend.client import ClientError
+    from backend.errors import BackendError
+
+    try:
+        return args.func(args)
+    except (ClientError, BackendError, ValueError) as exc:
+        print(f"autopkg: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"autopkg: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

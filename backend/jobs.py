@@ -1,0 +1,361 @@
+"""Jobs on Huey: boundary setup -> chord(one task per processor) -> provenance.
+
+Job and per-processor state live in the queue's own key-value storage (SQLite or Redis), so
+every worker on every machine sharing the queue sees the same state:
+  job:<id>                  the request (boundary, processors, created)
+  job:<id>:<processor>      status, progress, result, worker, heartbeat of one processor
+  cancel:<id>               set when the job is cancelled
+  running:<boundary>:<processor>  which job is producing that dataset now (put_if_empty lock)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huey import RedisHuey, SqliteHuey, group
+from huey.api import Huey
+from huey.constants import EmptyData
+
+from backend.boundaries import BoundaryStore
+from backend.errors import BoundaryNotFound, InvalidRequest, JobNotFound
+from backend.packages import PackageStore, utcnow
+from backend.settings import Settings
+from processors.base import Boundary, Processor, ProcessorContext
+from processors.errors import Cancelled, ProcessorNotFound
+from processors.registry import ProcessorRegistry
+
+log = logging.getLogger(__name__)
+
+PENDING, EXECUTING, SUCCESS, FAILURE, SKIPPED, REVOKED = "PENDING", "EXECUTING", "SUCCESS", "FAILURE", "SKIPPED", "REVOKED"
+TERMINAL = {SUCCESS, FAILURE, SKIPPED, REVOKED}
+FOLLOW_POLL_SECONDS = 0.2
+PROGRESS_WRITE_SECONDS = 0.2
+
+
+def make_huey(settings: Settings) -> Huey:
+    """SqliteHuey in the data folder, or RedisHuey when `huey_url` is a redis:// URL."""
+    if settings.huey_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisHuey("ccg-autopkg", url=settings.huey_url)
+    if settings.huey_url:
+        raise ValueError(f"CCGAUTOPKG_HUEY_URL={settings.huey_url!r}: expected empty or redis://host:port/db")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("ccg-autopkg", filename=str(settings.huey_db))
+
+
+def worker_identity() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "thread": threading.current_thread().name}
+
+
+def boundary_for_processors(record: dict[str, Any]) -> Boundary:
+    return Boundary(
+        name=record["name"],
+        name_long=record.get("name_long") or record["name"],
+        geometry=record["geometry"],
+        envelope=record["envelope"],
+        admin_level=record.get("admin_level"),
+    )
+
+
+@dataclass
+class JobQueue:
+    """Submits, runs, follows and cancels jobs. The same object serves the API and the workers."""
+
+    settings: Settings
+    boundaries: BoundaryStore
+    packages: PackageStore
+    registry: ProcessorRegistry
+    huey: Huey
+
+    def __post_init__(self) -> None:
+        # The heartbeat thread and the processor both update a record: serialise read-modify-write.
+        self._write_lock = threading.Lock()
+        self.setup_task = self.huey.task(name="boundary_setup")(self._boundary_setup)
+        self.processor_task = self.huey.task(name="run_processor")(self._run_processor)
+        self.provenance_task = self.huey.task(name="provenance")(self._provenance)
+
+    # -- state in the queue's storage -------------------------------------------------------
+    def _get(self, key: str) -> Any:
+        value = self.huey.storage.peek_data(key)
+        return None if value is EmptyData else json.loads(value)
+
+    def _put(self, key: str, value: Any) -> None:
+        self.huey.storage.put_data(key, json.dumps(value).encode())
+
+    def _put_if_empty(self, key: str, value: Any) -> bool:
+        return bool(self.huey.storage.put_if_empty(key, json.dumps(value).encode()))
+
+    def _delete(self, key: str) -> None:
+        self.huey.storage.delete_data(key)
+
+    def _record(self, job_id: str, processor: str) -> dict[str, Any]:
+        return self._get(f"job:{job_id}:{processor}") or {}
+
+    def _update(self, job_id: str, processor: str, **changes: Any) -> dict[str, Any]:
+        """Change one processor's record. Only the task running that processor writes it."""
+        with self._write_lock:
+            record = self._record(job_id, processor)
+            record.update(changes)
+            self._put(f"job:{job_id}:{processor}", record)
+        return record
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return self.huey.storage.has_data_for_key(f"cancel:{job_id}")
+
+    # -- API side -------------------------------------------------------------------------------
+    def submit(self, *, boundary_name: str, processors: list[str]) -> str:
+        """Validate and enqueue a job; returns its id. Datasets already packaged are SKIPPED now."""
+        if not processors:
+            raise InvalidRequest("no processors requested")
+        duplicates = sorted({p for p in processors if processors.count(p) > 1})
+        if duplicates:
+            raise InvalidRequest(f"duplicate processors in request: {', '.join(duplicates)}")
+        classes = []
+        for name in processors:
+            try:
+                classes.append(self.registry.get(name))
+            except ProcessorNotFound as exc:
+                raise InvalidRequest(str(exc)) from None
+        try:
+            boundary = self.boundaries.get(boundary_name)
+        except BoundaryNotFound as exc:
+            raise InvalidRequest(f"unknown boundary: {boundary_name!r}") from exc
+        job_id = uuid.uuid4().hex
+        self._put(f"job:{job_id}", {"job_id": job_id, "boundary_name": boundary["name"], "processors": processors, "created": utcnow()})
+        for cls in classes:
+            if self.packages.has_dataset(boundary["name"], cls):
+                record = {"job_status": SKIPPED, "percent": 100.0, "step": "exists", "result": {"skipped": "dataset already in the package"}}
+            else:
+                record = {"job_status": PENDING, "percent": 0.0, "step": "queued", "result": None}
+            self._put(f"job:{job_id}:{cls.full_name()}", record)
+        self.setup_task(job_id)
+        return job_id
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop pending work now; running processors stop at their next progress check."""
+        self._job(job_id)
+        self._put(f"cancel:{job_id}", {"cancelled": utcnow()})
+        return self.status(job_id)
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        job = self._get(f"job:{job_id}") if _looks_like_id(job_id) else None
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """The predecessor's job-group shape, with progress per processor."""
+        job = self._job(job_id)
+        cancelled = self.is_cancelled(job_id)
+        entries = []
+        for name in job["processors"]:
+            record = self._record(job_id, name)
+            state = record.get("job_status", PENDING)
+            result = record.get("result")
+            if state == PENDING and cancelled:
+                state, result = REVOKED, {"revoked": "job cancelled before this processor started"}
+            elif state == EXECUTING and self._is_stale(record):
+                state, result = FAILURE, {"failed": f"worker {record.get('worker')} stopped while running (no heartbeat since {record.get('heartbeat_at')}); resubmit the job"}
+            percent = 100.0 if state in TERMINAL else float(record.get("percent", 0.0))
+            entries.append(
+                {
+                    "job_id": job_id,
+                    "processor_name": name,
+                    "job_status": state,
+                    "job_progress": {"percent_complete": percent, "current_task": record.get("step", "")},
+                    "job_result": result,
+                    "worker": record.get("worker"),
+                    "followed_job_id": record.get("followed_job_id"),
+                }
+            )
+        states = {e["job_status"] for e in entries}
+        group_status = "COMPLETE" if states <= TERMINAL else ("PENDING" if states == {PENDING} else "EXECUTING")
+        return {
+            "job_id": job_id,
+            "boundary_name": job["boundary_name"],
+            "job_group_status": group_status,
+            "job_group_percent_complete": round(sum(e["job_progress"]["percent_complete"] for e in entries) / len(entries), 2),
+            "job_group_cancelled": cancelled,
+            "job_group_processors": entries,
+        }
+
+    def _is_stale(self, record: dict[str, Any]) -> bool:
+        return time.time() - float(record.get("heartbeat", time.time())) > self.settings.heartbeat_timeout
+
+    # -- worker side ------------------------------------------------------------------------------
+    def _boundary_setup(self, job_id: str) -> None:
+        job = self._job(job_id)
+        waiting = [n for n in job["processors"] if self._record(job_id, n).get("job_status") == PENDING]
+        try:
+            boundary = self.boundaries.get(job["boundary_name"])
+            self.packages.ensure_package(boundary)
+        except Exception as exc:  # the whole job fails with the reason, nothing runs
+            log.exception("boundary setup failed for job %s", job_id)
+            for name in waiting:
+                self._update(job_id, name, job_status=FAILURE, result={"failed": f"boundary setup - {exc}"})
+            return
+        if waiting:
+            self.huey.enqueue(group([self.processor_task.s(job_id, n) for n in waiting]).then(self.provenance_task, job_id))
+        else:
+            self.provenance_task(job_id, [])
+
+    def _run_processor(self, job_id: str, processor_name: str) -> None:
+        job = self._job(job_id)
+        if self.is_cancelled(job_id):
+            self._update(job_id, processor_name, job_status=REVOKED, result={"revoked": "job cancelled before this processor started"})
+            return
+        processor = self.registry.get(processor_name)
+        boundary = self.boundaries.get(job["boundary_name"])
+        lock_key = f"running:{boundary['name']}:{processor_name}"
+        while True:
+            if self.packages.has_dataset(boundary["name"], processor):
+                self._update(job_id, processor_name, job_status=SKIPPED, percent=100.0, step="exists", result={"skipped": "dataset already in the package"})
+                return
+            if self._put_if_empty(lock_key, {"job_id": job_id}):
+                break
+            owner = (self._get(lock_key) or {}).get("job_id")
+            if owner is None:
+                continue
+            if self._follow(job_id, processor_name, owner, lock_key):
+                return
+        try:
+            self._execute(job_id, processor, boundary)
+        finally:
+            self._delete(lock_key)
+
+    def _follow(self, job_id: str, processor_name: str, owner: str, lock_key: str) -> bool:
+        """Mirror the job already producing this dataset. True when its outcome is ours too;
+        False when it went away without a result (cancelled, or its worker died): run it here."""
+        self._update(job_id, processor_name, job_status=EXECUTING, followed_job_id=owner, step=f"following job {owner}", heartbeat=time.time(), worker=worker_identity())
+        while True:
+            if self.is_cancelled(job_id):
+                self._update(job_id, processor_name, job_status=REVOKED, result={"revoked": "job cancelled"})
+                return True
+            theirs = self._record(owner, processor_name)
+            state = theirs.get("job_status")
+            if state in (SUCCESS, FAILURE):
+                result = dict(theirs.get("result") or {}, followed_job_id=owner)
+                self._update(job_id, processor_name, job_status=state, percent=100.0, step=theirs.get("step", ""), result=result)
+                return True
+            stale = state == EXECUTING and self._is_stale(theirs)
+            if state in (REVOKED, SKIPPED) or stale or (self._get(lock_key) or {}).get("job_id") != owner:
+                if stale:
+                    self._delete(lock_key)
+                return False
+            self._update(job_id, processor_name, percent=float(theirs.get("percent", 0.0)), step=f"following job {owner}: {theirs.get('step', '')}", heartbeat=time.time())
+            time.sleep(FOLLOW_POLL_SECONDS)
+
+    def _execute(self, job_id: str, processor: type[Processor], boundary: dict[str, Any]) -> None:
+        name = processor.full_name()
+        root = self.settings.localfs_processing_backend_root
+        scratch = root / "tmp" / job_id / name
+        output_dir, work_dir = scratch / "output", scratch / "work"
+        source_dir = root / processor.name / processor.version / "source_data"
+        for folder in (output_dir, work_dir, source_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        started = utcnow()
+        self._update(job_id, name, job_status=EXECUTING, percent=0.0, step="starting", started=started, worker=worker_identity(), heartbeat=time.time())
+        heartbeat = _Heartbeat(lambda: self._update(job_id, name, heartbeat=time.time()), self.settings.heartbeat_timeout / 4)
+        last_write = [0.0]
+        last_cancel_check = [0.0, False]
+
+        def report(percent: float, step: str) -> None:
+            now = time.monotonic()
+            if now - last_write[0] >= PROGRESS_WRITE_SECONDS or percent >= 100:
+                last_write[0] = now
+                self._update(job_id, name, percent=percent, step=step, heartbeat=time.time())
+
+        def cancelled() -> bool:
+            now = time.monotonic()
+            if now - last_cancel_check[0] >= PROGRESS_WRITE_SECONDS:
+                last_cancel_check[:] = [now, self.is_cancelled(job_id)]
+            return bool(last_cancel_check[1])
+
+        context = ProcessorContext(
+            output_dir=output_dir,
+            processing_dir=work_dir,
+            source_dir=source_dir,
+            options=self.processor_options(),
+            report=report,
+            is_cancelled=cancelled,
+        )
+        try:
+            with heartbeat:
+                output = processor().generate(boundary_for_processors(boundary), context)
+                context.progress(99, "moving outputs into the package")
+                resource = self.packages.install_dataset(boundary, processor, output, output_dir)
+            self._update(job_id, name, job_status=SUCCESS, percent=100.0, step="done", finished=utcnow(),
+                         result={"resource": resource["name"], "paths": resource["path"], "bytes": resource["bytes"]})
+        except Cancelled:
+            self._update(job_id, name, job_status=REVOKED, finished=utcnow(), result={"revoked": "job cancelled while running"})
+        except Exception as exc:
+            log.exception("processor %s failed in job %s", name, job_id)
+            self._update(job_id, name, job_status=FAILURE, finished=utcnow(), result={"failed": f"{type(exc).__name__} - {exc}"})
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def processor_options(self) -> dict[str, Any]:
+        """Settings processors may read (sources, test timings)."""
+        return {"world_map_gpkg": str(self.settings.world_map_gpkg), "test_processor_seconds": self.settings.test_processor_seconds}
+
+    def _provenance(self, job_id: str, _chord_results: list[Any]) -> None:
+        job = self._job(job_id)
+        status = self.status(job_id)
+        try:
+            boundary = self.boundaries.get(job["boundary_name"])
+        except Exception:
+            log.exception("provenance: boundary of job %s is gone", job_id)
+            return
+        entry = {
+            "job_id": job_id,
+            "boundary_name": job["boundary_name"],
+            "submitted": job["created"],
+            "finished": utcnow(),
+            "processors": {
+                p["processor_name"]: {
+                    "job_status": p["job_status"],
+                    "job_result": p["job_result"],
+                    "worker": p["worker"],
+                    **({"followed_job_id": p["followed_job_id"]} if p["followed_job_id"] else {}),
+                }
+                for p in status["job_group_processors"]
+            },
+        }
+        self.packages.add_provenance(boundary, entry)
+
+
+def _looks_like_id(job_id: str) -> bool:
+    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
+
+
+class _Heartbeat:
+    """Calls `beat` every `interval` seconds in a thread while a processor runs, so a worker
+    that died (and stopped beating) can be told from one that is busy in a long GDAL call."""
+
+    def __init__(self, beat, interval: float):
+        self._beat, self._interval = beat, max(0.5, interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._beat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()

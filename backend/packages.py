@@ -1,0 +1,289 @@
+"""The package store (`localfs`): package folders, datapackage.json, provenance, HTML pages.
+
+Layout per boundary (compatible with the predecessor):
+  <root>/<boundary>/datapackage.json provenance.json index.html license.html version.html
+  <root>/<boundary>/datasets/<dataset>/<version>/index.html license.html data/<files>
+Every write is atomic (write a temporary file, then rename); updates of the shared JSON files
+are serialised by an exclusive lock on `<root>/<boundary>/.lock`, across threads and processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from backend import __version__
+from backend.errors import PackageNotFound, UnsafePath
+from backend.html import dataset_index_html, dataset_license_html, package_index_html, package_license_html, package_version_html
+from processors.base import Processor, ProcessorOutput
+
+SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename, so readers never see half."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    write_atomic(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+class PackageStore:
+    """Data packages under one root folder."""
+
+    def __init__(self, root: Path, *, host_url: str = ""):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.host_url = host_url.rstrip("/")
+
+    # -- paths -------------------------------------------------------------------------------
+    def package_dir(self, boundary_name: str) -> Path:
+        """The package folder of a boundary; `UnsafePath` for names that could escape the root."""
+        if not SAFE_NAME.match(boundary_name or ""):
+            raise UnsafePath(f"invalid package name: {boundary_name!r}")
+        path = (self.root / boundary_name).resolve()
+        if path.parent != self.root:
+            raise UnsafePath(f"invalid package name: {boundary_name!r}")
+        return path
+
+    def dataset_dir(self, boundary_name: str, processor: type[Processor]) -> Path:
+        return self.package_dir(boundary_name) / "datasets" / processor.name / processor.version
+
+    def resolve_file(self, relative: str) -> Path:
+        """A file under the root from a URL path; `UnsafePath` when it would leave the root."""
+        path = (self.root / relative).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise UnsafePath(f"path outside the package root: {relative!r}")
+        return path
+
+    def uri(self, relative: str) -> str:
+        """Public URL of a path relative to the root (empty host URL: relative to the API)."""
+        return f"{self.host_url or '/packages'}/{relative}"
+
+    # -- locking and JSON documents ----------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self, boundary_name: str) -> Iterator[Path]:
+        """Exclusive lock on a package, across threads (flock is per open file) and processes."""
+        folder = self.package_dir(boundary_name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _thread_locks_guard:
+            thread_lock = _thread_locks.setdefault(folder, threading.Lock())
+        with thread_lock, open(folder / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield folder
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def read_datapackage(self, boundary_name: str) -> dict[str, Any] | None:
+        path = self.package_dir(boundary_name) / "datapackage.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def read_provenance(self, boundary_name: str) -> dict[str, Any]:
+        path = self.package_dir(boundary_name) / "provenance.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+
+    # -- package life cycle --------------------------------------------------------------------
+    def ensure_package(self, boundary: dict[str, Any]) -> Path:
+        """Create the package folder and its pages if they are missing (boundary setup)."""
+        with self.locked(boundary["name"]) as folder:
+            (folder / "datasets").mkdir(exist_ok=True)
+            if not (folder / "index.html").exists():
+                self._write_package_pages(folder, boundary, self.read_datapackage(boundary["name"]))
+        return folder
+
+    def has_dataset(self, boundary_name: str, processor: type[Processor]) -> bool:
+        """True when the dataset version is recorded in datapackage.json and its files exist."""
+        package = self.read_datapackage(boundary_name)
+        if not package:
+            return False
+        resource = next((r for r in package["resources"] if r["name"] == resource_name(processor)), None)
+        if resource is None:
+            return False
+        folder = self.package_dir(boundary_name)
+        return all((folder / p).is_file() for p in resource["path"])
+
+    def install_dataset(
+        self, boundary: dict[str, Any], processor: type[Processor], output: ProcessorOutput, output_dir: Path
+    ) -> dict[str, Any]:
+        """Move a processor's finished outputs into the package atomically and record them.
+
+        The version folder is assembled beside its final place and renamed into it, so the package
+        never shows a half-written dataset; then datapackage.json gains (or replaces) the resource.
+        """
+        folder = self.package_dir(boundary["name"])
+        final = self.dataset_dir(boundary["name"], processor)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f".staging-{processor.version}-{uuid.uuid4().hex}"
+        (staging / "data").mkdir(parents=True)
+        try:
+            paths, hashes, total = [], [], 0
+            for name in output.files:
+                source = (output_dir / name).resolve()
+                if source.parent != output_dir.resolve() or not source.is_file():
+                    raise ValueError(f"processor output {name!r} is not a file in its output folder")
+                target = staging / "data" / source.name
+                shutil.move(source, target)  # a rename on the same file system, a copy otherwise
+                hashes.append(sha256_file(target))
+                total += target.stat().st_size
+                paths.append((final / "data" / source.name).relative_to(folder).as_posix())
+            resource = build_resource(processor, output, paths=paths, hashes=hashes, total_bytes=total)
+            write_atomic(staging / "index.html", dataset_index_html(processor, resource))
+            write_atomic(staging / "license.html", dataset_license_html(processor))
+            with self.locked(boundary["name"]):
+                _replace_dir(staging, final)
+                self._update_datapackage(folder, boundary, resource)
+            return resource
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _update_datapackage(self, folder: Path, boundary: dict[str, Any], resource: dict[str, Any]) -> None:
+        """Add or replace one resource. Caller holds the package lock."""
+        package = self.read_datapackage(boundary["name"]) or new_datapackage(boundary)
+        package["resources"] = [r for r in package["resources"] if r["name"] != resource["name"]] + [resource]
+        package["resources"].sort(key=lambda r: r["name"])
+        licenses = {r["license"]["name"]: r["license"] for r in package["resources"]}
+        package["licenses"] = [licenses[k] for k in sorted(licenses)]
+        package["updated"] = utcnow()
+        write_json_atomic(folder / "datapackage.json", package)
+        self._write_package_pages(folder, boundary, package)
+
+    def add_provenance(self, boundary: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Append one run's entry to provenance.json (keyed by time and job id)."""
+        with self.locked(boundary["name"]) as folder:
+            provenance = self.read_provenance(boundary["name"])
+            provenance[f"{utcnow()} {entry.get('job_id', '')}".strip()] = entry
+            write_json_atomic(folder / "provenance.json", provenance)
+
+    def _write_package_pages(self, folder: Path, boundary: dict[str, Any], package: dict[str, Any] | None) -> None:
+        resources = package["resources"] if package else []
+        write_atomic(folder / "index.html", package_index_html(boundary, resources))
+        write_atomic(folder / "license.html", package_license_html(boundary, resources))
+        write_atomic(folder / "version.html", package_version_html(boundary, resources, __version__))
+
+    # -- listing ----------------------------------------------------------------------------------
+    def list_packages(self) -> list[dict[str, Any]]:
+        """`[{boundary_name, uri}]` for every package folder."""
+        return [
+            {"boundary_name": p.name, "uri": self.uri(f"{p.name}/index.html")}
+            for p in sorted(self.root.iterdir())
+            if p.is_dir() and SAFE_NAME.match(p.name)
+        ]
+
+    def get_package(self, boundary_name: str) -> dict[str, Any]:
+        """A package with its datasets and parsed datapackage.json; `PackageNotFound`."""
+        folder = self.package_dir(boundary_name)
+        if not folder.is_dir():
+            raise PackageNotFound(boundary_name)
+        package = self.read_datapackage(boundary_name)
+        datasets = []
+        for resource in (package or {}).get("resources", []):
+            datasets.append(
+                {
+                    "name": resource["name"],
+                    "processor": resource.get("processor", ""),
+                    "version": resource.get("version", ""),
+                    "title": resource.get("title", ""),
+                    "files": [
+                        {"path": p, "uri": self.uri(f"{boundary_name}/{p}"), "bytes": (folder / p).stat().st_size if (folder / p).exists() else None, "sha256": h}
+                        for p, h in zip(resource["path"], resource["hashes"])
+                    ],
+                }
+            )
+        return {
+            "boundary_name": boundary_name,
+            "uri": self.uri(f"{boundary_name}/index.html"),
+            "datapackage_uri": self.uri(f"{boundary_name}/datapackage.json"),
+            "datasets": datasets,
+            "datapackage": package,
+        }
+
+
+def resource_name(processor: type[Processor]) -> str:
+    """Frictionless resource names are unique per package: one per dataset version."""
+    return f"{processor.name}-{processor.version}"
+
+
+def new_datapackage(boundary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": boundary["name"],
+        "title": boundary.get("name_long") or boundary["name"],
+        "description": f"Datasets clipped to the boundary of {boundary.get('name_long') or boundary['name']}, with licences, citations and provenance.",
+        "profile": "data-package",
+        "created": utcnow(),
+        "licenses": [],
+        "resources": [],
+    }
+
+
+def build_resource(
+    processor: type[Processor], output: ProcessorOutput, *, paths: list[str], hashes: list[str], total_bytes: int
+) -> dict[str, Any]:
+    """The predecessor's resource shape, with sha256 hashes and the dataset's citation."""
+    meta = processor.metadata
+    license_ = {"name": meta.license.name, "path": meta.license.path, "title": meta.license.title}
+    resource = {
+        "name": resource_name(processor),
+        "processor": processor.full_name(),
+        "version": processor.version,
+        "title": meta.title or meta.dataset or processor.name,
+        "description": output.description or meta.description,
+        "path": paths,
+        "format": output.format,
+        "bytes": total_bytes,
+        "hashes": hashes,
+        "hash_algorithm": "sha256",
+        "license": license_,
+        "licenses": [license_],
+        "sources": [{"title": meta.title_long or meta.title or meta.dataset or processor.name, "path": meta.origin_url}],
+        "citation": meta.citation,
+        "author": meta.author,
+    }
+    resource.update(output.extra)
+    return resource
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    """Rename `staging` to `final`, replacing an existing folder (old one removed afterwards)."""
+    trash = None
+    if final.exists():
+        trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex}")
+        os.replace(final, trash)
+    os.replace(staging, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,164 @@
+"""Shared fixtures: real backend processes on loopback, a seeded boundary database, helpers."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTOPKG = [sys.executable, "-m", "backend.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def seeded_boundaries_db(tmp_path_factory) -> Path:
+    """Natural Earth countries and states/provinces loaded once; tests get copies."""
+    from backend.boundaries import BoundaryStore
+    from backend.settings import Settings
+
+    path = tmp_path_factory.mktemp("seed") / "boundaries.db"
+    store = BoundaryStore(path)
+    store.seed_natural_earth(Settings().world_map_gpkg)
+    store.close()
+    return path
+
+
+class BackendProcess:
+    """`autopkg serve` or `autopkg worker` as a real subprocess."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.args, self.env, self.log = args, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "BackendProcess":
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen(AUTOPKG + self.args, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._log.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class Backend:
+    """A data folder plus the processes serving it; `url` is the API's base URL."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]):
+        self.data_dir, self.env = data_dir, env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.processes: list[BackendProcess] = []
+
+    def serve(self, *, workers: int = 2, wait: bool = True) -> BackendProcess:
+        proc = BackendProcess(["serve", "--port", str(self.port), "--workers", str(workers)], self.env, self.data_dir / f"serve-{len(self.processes)}.log").start()
+        self.processes.append(proc)
+        if wait:
+            self.wait_ready(proc)
+        return proc
+
+    def worker(self, *, workers: int = 1) -> BackendProcess:
+        proc = BackendProcess(["worker", "--workers", str(workers)], self.env, self.data_dir / f"worker-{len(self.processes)}.log").start()
+        self.processes.append(proc)
+        return proc
+
+    def wait_ready(self, proc: BackendProcess, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"backend exited with {proc.proc.returncode}:\n{proc.output()}")
+            try:
+                if requests.get(self.url + "/v1/readiness", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"backend not ready after {timeout} s:\n{proc.output()}")
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.url + path, timeout=30, **kwargs)
+
+    def delete(self, path: str, **kwargs) -> requests.Response:
+        return requests.delete(self.url + path, timeout=30, **kwargs)
+
+    def submit(self, boundary: str, processors: list[str]) -> str:
+        response = self.post("/v1/jobs", json={"boundary_name": boundary, "processors": processors})
+        assert response.status_code == 202, response.text
+        return response.json()["job_id"]
+
+    def wait_job(self, job_id: str, timeout: float = 60, until=lambda s: s["job_group_status"] == "COMPLETE") -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.get(f"/v1/jobs/{job_id}").json()
+            if until(status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} not done after {timeout} s: {status}\n" + "\n".join(p.output() for p in self.processes))
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+
+
+def processor_states(status: dict) -> dict[str, str]:
+    return {p["processor_name"]: p["job_status"] for p in status["job_group_processors"]}
+
+
+@pytest.fixture
+def backend_env(tmp_path, seeded_boundaries_db) -> dict[str, str]:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copy(seeded_boundaries_db, data_dir / "boundaries.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGAUTOPKG_")}
+    env.update(
+        CCGAUTOPKG_DATA_DIR=str(data_dir),
+        CCGAUTOPKG_INCLUDE_TEST_PROCESSORS="true",
+        CCGAUTOPKG_TEST_PROCESSOR_SECONDS="0.5",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@pytest.fixture
+def backend(backend_env) -> Iterator[Backend]:
+    """A data folder; the test starts `serve` / `worker` processes as it needs."""
+    b = Backend(Path(backend_env["CCGAUTOPKG_DATA_DIR"]), backend_env)
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def served(backend) -> Backend:
+    """A running `autopkg serve` (API + 2 embedded workers)."""
+    backend.serve()
+    return backend
