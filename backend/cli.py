@@ -22,7 +22,8 @@ def _service(args: argparse.Namespace):
 def _consumer(service, workers: int):
     from huey.consumer import Consumer
 
-    return Consumer(service.queue.huey, workers=workers, worker_type="thread", check_worker_health=True)
+    # max_delay: an idle consumer polls at least every 0.5 s, so a new job starts promptly.
+    return Consumer(service.queue.huey, workers=workers, worker_type="thread", check_worker_health=True, max_delay=0.5)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

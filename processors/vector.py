@@ -1,0 +1,384 @@
+"""Clip a vector layer to a boundary polygon and write it as a GeoPackage.
+
+Reusable by every vector dataset processor. The approach:
+
+* The source is read with fiona through a bounding-box filter (`bbox=`), so drivers with a spatial
+  index (GeoPackage R*Tree, shapefile .qix, ...) only hand over candidate features.
+* When the source CRS is not EPSG:4326, the *boundary* is reprojected into the source CRS (after
+  densifying its edges), never the data: outputs keep the source CRS and untouched features keep
+  their exact coordinates.
+* A prepared boundary (`shapely.prepared.prep`) classifies the candidates: features covered by the
+  polygon are written whole (no intersection computed, coordinates unchanged); features crossing
+  the boundary are clipped with `intersection` (or written whole when `keep_whole=True`); features
+  that do not intersect are dropped, and so are features whose only contact with the boundary is
+  of a lower dimension (a neighbouring province sharing an edge, a road ending on the border).
+  Both modes therefore keep the same set of features.
+* One output feature per source feature: a clipped feature that falls apart into several pieces is
+  kept as one multi-part feature (no explode), like `ogr2ogr -clipsrc` and unlike PostGIS
+  `ST_Dump`.
+* The output geometry type is promoted to its Multi* form for lines and polygons ("LineString" ->
+  "MultiLineString", "Polygon" -> "MultiPolygon", Z kept), because clipping can split a single
+  part into several; every written geometry is normalised to that type (single parts wrapped,
+  GeometryCollections reduced to the parts of the layer's dimension, lower-dimension leftovers of
+  features that only touch the boundary and empty results dropped). Point layers stay "Point": a
+  point is either inside or outside, clipping never splits it. Layers of mixed or unknown geometry
+  type are written as they come (empty results dropped).
+* Records are written in batches with `writerecords`; the source is never held in memory. The
+  GeoPackage gets GDAL's default R*Tree spatial index. The file is written under a temporary name
+  in the destination folder and moved into place with `os.replace`, so `destination` either does
+  not exist or is complete. With no matching feature, an empty layer with the full schema is still
+  written.
+
+Uses only the shapely 1.8 API (`shape`, `mapping`, `prep`, `intersection`), which shapely 2 keeps.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import fiona
+from fiona.transform import transform_geom
+from shapely.geometry import (
+    GeometryCollection,
+    LineString,
+    MultiLineString,
+    MultiPoint,
+    MultiPolygon,
+    Point,
+    Polygon,
+    mapping,
+    shape,
+)
+from shapely.prepared import prep
+
+from processors.errors import SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+CancelCheck = Callable[[], None]
+
+#: Features between two `check_cancelled()` calls.
+CANCEL_CHECK_EVERY = 256
+#: Records per `writerecords` call (one transaction each in the GPKG driver).
+WRITE_BATCH_SIZE = 1000
+#: Longest boundary edge, in degrees, before the boundary is reprojected into another CRS.
+DENSIFY_MAX_SEGMENT_DEGREES = 0.1
+
+_PROMOTE = {"LineString": "MultiLineString", "Polygon": "MultiPolygon"}
+_DIMENSION = {
+    "Point": 0,
+    "MultiPoint": 0,
+    "LineString": 1,
+    "MultiLineString": 1,
+    "Polygon": 2,
+    "MultiPolygon": 2,
+}
+_MULTI_CLASS = {0: MultiPoint, 1: MultiLineString, 2: MultiPolygon}
+_SINGLE_CLASS = {0: Point, 1: LineString, 2: Polygon}
+
+
+@dataclass(frozen=True)
+class VectorClipResult:
+    """What `clip_vector_to_gpkg` wrote."""
+
+    path: Path  # the GeoPackage written (== destination)
+    layer: str  # layer name inside it
+    feature_count: int  # features written
+    geometry_type: str  # output layer geometry type, e.g. "MultiPolygon", "3D MultiLineString", "Point"
+    crs: str  # the source/output CRS as "EPSG:<code>" when it has one, else its WKT ("" when none)
+    crs_wkt: str  # the source/output CRS as WKT ("" when the source has none)
+    candidates: int  # features read through the bounding-box filter
+    kept_whole: int  # features written unchanged (inside the polygon, or keep_whole)
+    clipped: int  # features written after intersection with the polygon
+    bounds: tuple[float, float, float, float] | None  # extent of the written features (layer CRS)
+
+
+def output_geometry_type(source_type: str) -> str:
+    """The layer geometry type written for a source layer type: lines and polygons become Multi*.
+
+    >>> output_geometry_type("Polygon"), output_geometry_type("3D LineString"), output_geometry_type("Point")
+    ('MultiPolygon', '3D MultiLineString', 'Point')
+    """
+    prefix, base = _split_type(source_type)
+    return prefix + _PROMOTE.get(base, base)
+
+
+def clip_vector_to_gpkg(
+    source: Path,
+    *,
+    layer: str | None,
+    boundary,
+    destination: Path,
+    keep_whole: bool = False,
+    output_layer: str | None = None,
+    progress: ProgressCallback | None = None,
+    check_cancelled: CancelCheck | None = None,
+) -> VectorClipResult:
+    """Clip `layer` of `source` to the `boundary` polygon (shapely, EPSG:4326) into a GeoPackage.
+
+    `destination` is replaced atomically; its layer is `output_layer` (default: the source layer
+    name). With `keep_whole`, features crossing the boundary are written unclipped. `progress`
+    receives (percent 0-100, step) now and then; `check_cancelled` is called every few hundred
+    features and should raise to stop (nothing is left at `destination` then).
+    Raises `SourceUnavailable` when the source or layer cannot be opened.
+    """
+    source = Path(source)
+    destination = Path(destination)
+    report = progress or (lambda percent, step: None)
+    check = check_cancelled or (lambda: None)
+
+    if boundary is None or boundary.is_empty:
+        raise ValueError("the boundary geometry is empty")
+    if not isinstance(boundary, (Polygon, MultiPolygon)):
+        raise ValueError(f"the boundary must be a Polygon or MultiPolygon, not {boundary.geom_type}")
+
+    try:
+        src = fiona.open(source, layer=layer) if layer is not None else fiona.open(source)
+    except Exception as exc:  # fiona raises DriverError, ValueError (missing layer), ...
+        what = f"layer {layer!r} of {source}" if layer is not None else str(source)
+        raise SourceUnavailable(f"cannot open {what}: {exc}") from exc
+
+    with src:
+        crs_wkt = src.crs_wkt or ""
+        epsg = _epsg(src)
+        crs = f"EPSG:{epsg}" if epsg else crs_wkt
+        source_type = src.schema.get("geometry") or "Unknown"
+        out_type = output_geometry_type(source_type)
+        schema = {"geometry": out_type, "properties": src.schema["properties"]}
+        layer_name = output_layer or src.name
+
+        clip_geom = boundary
+        if crs_wkt and epsg != 4326:
+            clip_geom = _reproject_boundary(boundary, crs_wkt)
+        prepared = prep(clip_geom)
+        bbox = clip_geom.bounds
+
+        report(0.0, "counting candidate features")
+        total = 0
+        for _ in src.keys(bbox=bbox):
+            total += 1
+            if total % CANCEL_CHECK_EVERY == 0:
+                check()
+        check()
+
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.gpkg")
+        counts = _Counts()
+        try:
+            with fiona.open(
+                tmp, "w", driver="GPKG", schema=schema, crs_wkt=crs_wkt or None, layer=layer_name
+            ) as dst:
+                batch: list[dict[str, Any]] = []
+                last_report = time.monotonic()
+                report(1.0, f"clipping {total} candidate features")
+                for feature in src.filter(bbox=bbox):
+                    counts.candidates += 1
+                    if counts.candidates % CANCEL_CHECK_EVERY == 0:
+                        check()
+                        now = time.monotonic()
+                        if now - last_report >= 0.5:
+                            last_report = now
+                            percent = 1.0 + 98.0 * counts.candidates / max(total, counts.candidates)
+                            report(percent, f"clipping: {counts.candidates}/{total} features read")
+                    record = _clip_feature(feature, prepared, clip_geom, keep_whole, out_type, counts)
+                    if record is None:
+                        continue
+                    batch.append(record)
+                    if len(batch) >= WRITE_BATCH_SIZE:
+                        dst.writerecords(batch)
+                        batch = []
+                if batch:
+                    dst.writerecords(batch)
+                check()
+            os.replace(tmp, destination)
+        except BaseException:
+            _remove_gpkg(tmp)
+            raise
+
+    feature_count = counts.kept_whole + counts.clipped
+    report(100.0, f"wrote {feature_count} features")
+    return VectorClipResult(
+        path=destination,
+        layer=layer_name,
+        feature_count=feature_count,
+        geometry_type=out_type,
+        crs=crs,
+        crs_wkt=crs_wkt,
+        candidates=counts.candidates,
+        kept_whole=counts.kept_whole,
+        clipped=counts.clipped,
+        bounds=counts.bounds(),
+    )
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.candidates = 0
+        self.kept_whole = 0
+        self.clipped = 0
+        self._bounds = [math.inf, math.inf, -math.inf, -math.inf]
+
+    def extend(self, bounds: tuple[float, float, float, float]) -> None:
+        b = self._bounds
+        b[0], b[1] = min(b[0], bounds[0]), min(b[1], bounds[1])
+        b[2], b[3] = max(b[2], bounds[2]), max(b[3], bounds[3])
+
+    def bounds(self) -> tuple[float, float, float, float] | None:
+        return tuple(self._bounds) if self._bounds[0] <= self._bounds[2] else None  # type: ignore[return-value]
+
+
+def _clip_feature(feature, prepared, clip_geom, keep_whole: bool, out_type: str, counts: _Counts):
+    """The record to write for one candidate feature, or None to drop it.
+
+    Both modes keep the same set of features: those whose intersection with the boundary has the
+    layer's dimension (a polygon sharing only an edge with the boundary, or a line touching it at
+    a point, is dropped). Features covered by the boundary are written whole without computing
+    an intersection; the others are clipped, or written whole with `keep_whole`.
+    """
+    geometry = feature.geometry
+    if geometry is None:
+        return None
+    geom_dict = _as_dict(geometry)
+    geom = shape(geom_dict)
+    if geom.is_empty or not prepared.intersects(geom):
+        return None
+    if prepared.covers(geom) or (keep_whole and not prepared.touches(geom)):
+        out = _promote_dict(geom_dict, out_type)
+        if out is None:
+            return None
+        counts.kept_whole += 1
+    else:
+        clipped = _normalise(_intersection(geom, clip_geom), out_type)
+        if clipped is None:
+            return None
+        if keep_whole:
+            out = _promote_dict(geom_dict, out_type)
+            if out is None:
+                return None
+            counts.kept_whole += 1
+        else:
+            out = mapping(clipped)
+            geom = clipped
+            counts.clipped += 1
+    counts.extend(geom.bounds)
+    return {"geometry": out, "properties": dict(feature.properties)}
+
+
+def _intersection(geom, clip_geom):
+    try:
+        return geom.intersection(clip_geom)
+    except Exception:  # GEOS TopologyException on an invalid source geometry: repair and retry
+        log.debug("repairing an invalid geometry with buffer(0) before clipping")
+        return geom.buffer(0).intersection(clip_geom)
+
+
+def _normalise(geom, out_type: str):
+    """`geom` as `out_type` (Multi* wrap, parts of the layer's dimension only), or None if empty."""
+    if geom is None or geom.is_empty:
+        return None
+    _, base = _split_type(out_type)
+    dim = _DIMENSION.get(base)
+    if dim is None:  # Unknown / Geometry / GeometryCollection layer: write as is
+        return geom
+    parts = [p for p in _flatten(geom) if _DIMENSION.get(p.geom_type) == dim and not p.is_empty]
+    if not parts:
+        return None  # e.g. a polygon that only touches the boundary: a line or point is left
+    if base.startswith("Multi"):
+        return _MULTI_CLASS[dim](parts)
+    if len(parts) == 1 and isinstance(parts[0], _SINGLE_CLASS[dim]):
+        return parts[0]
+    # A single-type layer that cannot hold the result (only Point layers stay single, and a point
+    # clipped to a polygon is one point); keep the first part rather than fail the whole layer.
+    log.warning("clipped geometry has %d parts for a %s layer; keeping the first", len(parts), out_type)
+    return parts[0]
+
+
+def _flatten(geom) -> Iterable:
+    if isinstance(geom, (GeometryCollection, MultiPoint, MultiLineString, MultiPolygon)):
+        for part in geom.geoms:
+            yield from _flatten(part)
+    else:
+        yield geom
+
+
+def _promote_dict(geom_dict: dict[str, Any], out_type: str) -> dict[str, Any] | None:
+    """A kept-whole geometry in the layer's type, coordinates untouched (None if it cannot be)."""
+    _, base = _split_type(out_type)
+    gtype = geom_dict["type"]
+    if gtype == base or base not in _DIMENSION:
+        return geom_dict
+    if base.startswith("Multi") and gtype == base[len("Multi"):]:
+        return {"type": base, "coordinates": [geom_dict["coordinates"]]}
+    # Another type than the layer's (a mixed source): go through the normaliser.
+    normalised = _normalise(shape(geom_dict), out_type)
+    return None if normalised is None else mapping(normalised)
+
+
+def _as_dict(geometry) -> dict[str, Any]:
+    """A GeoJSON-like dict from a fiona 1.9 Geometry (or a plain dict with older fiona)."""
+    if isinstance(geometry, dict):
+        return geometry
+    if getattr(geometry, "type", None) == "GeometryCollection":
+        return {"type": "GeometryCollection", "geometries": [_as_dict(g) for g in geometry.geometries]}
+    return {"type": geometry.type, "coordinates": geometry.coordinates}
+
+
+def _split_type(geometry_type: str) -> tuple[str, str]:
+    """("3D ", "LineString") from "3D LineString"; ("", "Polygon") from "Polygon"."""
+    if geometry_type.startswith("3D "):
+        return "3D ", geometry_type[3:]
+    return "", geometry_type
+
+
+def _epsg(collection) -> int | None:
+    crs = collection.crs
+    if not crs:
+        return None
+    try:
+        return crs.to_epsg()  # fiona >= 1.9 CRS object
+    except AttributeError:  # fiona < 1.9: a dict like {"init": "epsg:4326"}
+        init = dict(crs).get("init", "")
+        return int(init.split(":")[1]) if init.lower().startswith("epsg:") else None
+
+
+def _reproject_boundary(boundary, crs_wkt: str):
+    """The EPSG:4326 boundary in the source CRS; edges densified so they follow the projection."""
+    dense = _densify(boundary, DENSIFY_MAX_SEGMENT_DEGREES)
+    projected = shape(transform_geom("EPSG:4326", crs_wkt, mapping(dense)))
+    if not projected.is_valid:
+        projected = projected.buffer(0)
+    return projected
+
+
+def _densify(geom, max_segment: float):
+    def ring(coords):
+        coords = list(coords)
+        out = [coords[0]]
+        for (x0, y0), (x1, y1) in zip((c[:2] for c in coords), (c[:2] for c in coords[1:])):
+            n = int(math.ceil(math.hypot(x1 - x0, y1 - y0) / max_segment))
+            for i in range(1, n):
+                out.append((x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n))
+            out.append((x1, y1))
+        return out
+
+    def polygon(p):
+        return Polygon(ring(p.exterior.coords), [ring(r.coords) for r in p.interiors])
+
+    if isinstance(geom, MultiPolygon):
+        return MultiPolygon([polygon(p) for p in geom.geoms])
+    return polygon(geom)
+
+
+def _remove_gpkg(path: Path) -> None:
+    for p in (path, *(path.with_name(path.name + s) for s in ("-journal", "-wal", "-shm"))):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass

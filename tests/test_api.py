@@ -1,0 +1,206 @@
+"""The HTTP API of a real `autopkg serve` subprocess, driven only through HTTP."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from frictionless import validate
+
+from tests.conftest import processor_states
+
+TEST = "test_processor.version_1"
+FAIL = "test_fail_processor.version_1"
+ADMIN1 = "natural_earth_admin1.version_1"
+
+
+def test_health_openapi_and_redoc_are_served(served):
+    assert served.get("/v1/liveness").json() == {"status": "alive"}
+    ready = served.get("/v1/readiness").json()
+    assert ready["checks"] == {"database": "ok", "queue": "ok", "storage": "ok"}
+    paths = served.get("/openapi.json").json()["paths"]
+    assert "/v1/jobs/{job_id}" in paths and "/v1/boundaries/search" in paths
+    assert "redoc" in served.get("/redoc").text.lower()
+
+
+def test_boundary_search_by_name_is_case_insensitive_and_exact_match_first(served):
+    results = served.get("/v1/boundaries/search", params={"name": "GAMBIA"}).json()
+    assert results[0] == {"id": results[0]["id"], "name": "gambia", "name_long": "Gambia"}
+    assert any(r["name"] == "gambia_banjul" for r in results)
+
+
+def test_boundary_search_by_point_finds_country_and_province(served):
+    names = [r["name"] for r in served.get("/v1/boundaries/search", params={"latitude": -1.29, "longitude": 36.82}).json()]
+    assert names == ["kenya", "kenya_nairobi"]
+    assert served.get("/v1/boundaries/search", params={"latitude": -30.0, "longitude": -20.0}).json() == []
+
+
+def test_boundary_detail_has_multipolygon_and_envelope(served):
+    body = served.get("/v1/boundaries/gambia").json()
+    assert body["geometry"]["type"] == "MultiPolygon"
+    assert body["envelope"]["type"] == "Polygon"
+    assert body["admin_level"] == 0 and body["name_long"] == "Gambia"
+
+
+@pytest.mark.parametrize(
+    "path, status, message",
+    [
+        ("/v1/boundaries/atlantis", 404, "boundary not found: 'atlantis'"),
+        ("/v1/boundaries/search", 400, "give either name, or latitude and longitude"),
+        ("/v1/boundaries/search?latitude=95&longitude=0", 400, "latitude"),
+        ("/v1/processors/nope", 404, "processor not found: 'nope'"),
+        ("/v1/processors/test_processor/version_9", 404, "unknown processor: test_processor.version_9"),
+        ("/v1/packages/atlantis", 404, "package not found: 'atlantis'"),
+        ("/v1/jobs/0123456789abcdef0123456789abcdef", 404, "job not found"),
+        ("/v1/jobs/not-a-job", 404, "job not found"),
+    ],
+)
+def test_bad_reads_get_json_errors(served, path, status, message):
+    response = served.get(path)
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"boundary_name": "atlantis", "processors": [TEST]}, "unknown boundary: 'atlantis'"),
+        ({"boundary_name": "gambia", "processors": ["nope.version_1"]}, "unknown processor: nope.version_1"),
+        ({"boundary_name": "gambia", "processors": [TEST, TEST]}, "duplicate processors in request: test_processor.version_1"),
+        ({"boundary_name": "gambia", "processors": []}, "no processors requested"),
+    ],
+)
+def test_bad_job_requests_are_400_with_reason(served, body, message):
+    response = served.post("/v1/jobs", json=body)
+    assert response.status_code == 400
+    assert response.json()["detail"] == message
+
+
+def test_malformed_job_request_is_422(served):
+    response = served.post("/v1/jobs", data="{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "detail" in response.json()
+
+
+def test_processor_metadata_matches_predecessor(served):
+    version = served.get("/v1/processors/test_processor/version_1").json()
+    assert version == {
+        "name": TEST,
+        "description": "A test processor for nightlights",
+        "version": "version_1",
+        "data_author": "Nightlights Author",
+        "data_title": "",
+        "data_title_long": "",
+        "data_summary": "",
+        "data_citation": "",
+        "data_license": {"name": "CC-BY-4.0", "path": "https://creativecommons.org/licenses/by/4.0/", "title": "Creative Commons Attribution 4.0"},
+        "data_origin_url": "http://url",
+        "data_formats": ["GeoTIFF"],
+    }
+    names = {v["name"] for d in served.get("/v1/processors").json() for v in d["versions"]}
+    assert {TEST, FAIL, ADMIN1} <= names
+
+
+def test_job_runs_to_success_with_progress_and_a_valid_package(served):
+    job_id = served.submit("gambia", [TEST, ADMIN1])
+    seen = served.wait_job(job_id, until=lambda s: any(p["job_status"] == "EXECUTING" for p in s["job_group_processors"]))
+    assert seen["job_group_status"] == "EXECUTING"
+    status = served.wait_job(job_id)
+    assert processor_states(status) == {TEST: "SUCCESS", ADMIN1: "SUCCESS"}
+    assert status["job_group_percent_complete"] == 100.0
+
+    package = served.get("/v1/packages/gambia").json()
+    assert {d["name"] for d in package["datasets"]} == {"test_processor-version_1", "natural_earth_admin1-version_1"}
+    root = served.data_dir / "packages" / "gambia"
+    report = validate(str(root / "datapackage.json"))
+    assert report.valid, report.flatten(["type", "note"])
+    for resource in package["datapackage"]["resources"]:
+        assert len(resource["path"]) == len(resource["hashes"]) and isinstance(resource["bytes"], int)
+        assert set(resource["license"]) == {"name", "path", "title"}
+    gpkg = root / "datasets/natural_earth_admin1/version_1/data/natural_earth_admin1-version_1-gambia.gpkg"
+    assert gpkg.is_file()
+    for page in ("index.html", "license.html", "version.html", "datasets/natural_earth_admin1/version_1/index.html", "datasets/natural_earth_admin1/version_1/license.html"):
+        assert served.get(f"/packages/gambia/{page}").status_code == 200
+    provenance = json.loads((root / "provenance.json").read_text())
+    (entry,) = provenance.values()
+    assert entry["job_id"] == job_id and set(entry["processors"]) == {TEST, ADMIN1}
+
+
+def test_failing_processor_does_not_fail_the_others(served):
+    status = served.wait_job(served.submit("gambia", [FAIL, TEST]))
+    assert status["job_group_status"] == "COMPLETE"
+    assert processor_states(status) == {FAIL: "FAILURE", TEST: "SUCCESS"}
+    failed = next(p for p in status["job_group_processors"] if p["processor_name"] == FAIL)
+    assert "test-fail-processor failed as expected" in failed["job_result"]["failed"]
+
+
+def test_dataset_already_in_package_is_skipped_at_once(served):
+    served.wait_job(served.submit("gambia", [TEST]))
+    response = served.get(f"/v1/jobs/{served.submit('gambia', [TEST])}")
+    assert processor_states(response.json()) == {TEST: "SKIPPED"}
+
+
+def test_duplicate_submissions_run_once(served):
+    first = served.submit("senegal", [TEST])
+    second = served.submit("senegal", [TEST])
+    a, b = served.wait_job(first), served.wait_job(second)
+    states = sorted([processor_states(a)[TEST], processor_states(b)[TEST]])
+    assert states in (["SUCCESS", "SUCCESS"], ["SKIPPED", "SUCCESS"])
+    follower = [p for s in (a, b) for p in s["job_group_processors"] if p["followed_job_id"]]
+    executed = [p for s in (a, b) for p in s["job_group_processors"] if p["job_status"] == "SUCCESS" and not p["followed_job_id"]]
+    assert len(executed) == 1
+    if states == ["SUCCESS", "SUCCESS"]:
+        assert follower[0]["followed_job_id"] == executed[0]["job_id"]
+
+
+def test_cancel_stops_running_and_pending_processors(backend):
+    backend.env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "30"
+    backend.serve(workers=1)
+    job_id = backend.submit("kenya", [TEST, ADMIN1])
+    backend.wait_job(job_id, until=lambda s: "EXECUTING" in processor_states(s).values())
+    response = backend.delete(f"/v1/jobs/{job_id}")
+    assert response.status_code == 200 and response.json()["job_group_cancelled"] is True
+    status = backend.wait_job(job_id, timeout=10)
+    assert set(processor_states(status).values()) == {"REVOKED"}
+    assert not (backend.data_dir / "packages/kenya/datasets/test_processor").exists()
+    assert backend.delete("/v1/jobs/0123456789abcdef0123456789abcdef").status_code == 404
+
+
+def test_package_files_support_range_and_refuse_escapes(served):
+    served.wait_job(served.submit("gambia", [TEST]))
+    path = "/packages/gambia/datasets/test_processor/version_1/data/test_processor-version_1-gambia.tif"
+    whole = served.get(path)
+    assert whole.content == b"test" and whole.headers["accept-ranges"] == "bytes"
+    part = served.get(path, headers={"Range": "bytes=1-2"})
+    assert part.status_code == 206 and part.content == b"es"
+    assert part.headers["content-range"] == "bytes 1-2/4"
+    for escape in ("/packages/../boundaries.db", "/packages/%2e%2e/boundaries.db", "/packages/gambia/.lock", "/packages/gambia/..%2f..%2fhuey.db"):
+        response = served.get(escape)
+        assert response.status_code in (400, 404), escape
+        assert b"SQLite" not in response.content
+
+
+def test_custom_boundary_upload_then_job(served):
+    square = {"type": "Polygon", "coordinates": [[[36.7, -1.4], [36.9, -1.4], [36.9, -1.2], [36.7, -1.2], [36.7, -1.4]]]}
+    created = served.post("/v1/boundaries", json=square, params={"name_long": "Nairobi square"})
+    assert created.status_code == 201
+    name = created.json()["name"]
+    assert served.post("/v1/boundaries", json=square).status_code == 200
+    status = served.wait_job(served.submit(name, [ADMIN1]))
+    assert processor_states(status) == {ADMIN1: "SUCCESS"}
+
+
+@pytest.mark.parametrize(
+    "payload, status, message",
+    [
+        (b"{not json", 400, "JSON"),
+        (json.dumps({"type": "Point", "coordinates": [0, 0]}).encode(), 400, "Point"),
+        (json.dumps({"type": "Polygon", "coordinates": []}).encode(), 400, "empty"),
+        (json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [500000, 0], [500000, 500000], [0, 0]]]}).encode(), 400, "EPSG:4326"),
+        (json.dumps({"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:3857"}}, "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}).encode(), 400, "EPSG:3857"),
+        (b" " * 6_000_000, 413, "limit"),
+    ],
+)
+def test_bad_boundary_uploads_are_rejected_with_reason(served, payload, status, message):
+    response = served.post("/v1/boundaries", data=payload, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]

@@ -1,0 +1,73 @@
+"""Workers as separate processes: restarts, a worker killed mid-job, Redis scale-out."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import free_port, processor_states
+
+TEST = "test_processor.version_1"
+FAIL = "test_fail_processor.version_1"
+ADMIN1 = "natural_earth_admin1.version_1"
+
+
+def test_jobs_queued_while_backend_is_down_run_after_restart(backend):
+    api_only = backend.serve(workers=0)
+    job_id = backend.submit("gambia", [TEST, ADMIN1])
+    time.sleep(0.5)
+    assert backend.get(f"/v1/jobs/{job_id}").json()["job_group_status"] == "PENDING"
+    api_only.stop()
+    backend.serve(workers=2)
+    status = backend.wait_job(job_id)
+    assert processor_states(status) == {TEST: "SUCCESS", ADMIN1: "SUCCESS"}
+
+
+def test_worker_killed_mid_job_is_reported_and_leaves_no_partial_dataset(backend):
+    backend.env.update(CCGAUTOPKG_TEST_PROCESSOR_SECONDS="30", CCGAUTOPKG_HEARTBEAT_TIMEOUT="2")
+    backend.serve(workers=0)
+    worker = backend.worker(workers=1)
+    job_id = backend.submit("gambia", [TEST])
+    backend.wait_job(job_id, until=lambda s: processor_states(s)[TEST] == "EXECUTING")
+    worker.kill()
+    status = backend.wait_job(job_id, timeout=15)
+    (entry,) = status["job_group_processors"]
+    assert entry["job_status"] == "FAILURE"
+    assert "stopped while running" in entry["job_result"]["failed"]
+    assert not (backend.data_dir / "packages/gambia/datasets/test_processor").exists()
+
+    backend.env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "0.2"
+    backend.worker(workers=1)
+    retry = backend.wait_job(backend.submit("gambia", [TEST]), timeout=30)
+    assert processor_states(retry) == {TEST: "SUCCESS"}
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait()
+
+
+def test_one_job_runs_on_two_worker_processes_sharing_redis(backend, redis_url):
+    backend.env.update(CCGAUTOPKG_HUEY_URL=redis_url, CCGAUTOPKG_TEST_PROCESSOR_SECONDS="1.5")
+    backend.serve(workers=0)
+    workers = [backend.worker(workers=1), backend.worker(workers=1)]
+    time.sleep(1.0)  # both consumers polling before the job arrives
+    status = backend.wait_job(backend.submit("kenya", [TEST, FAIL, ADMIN1]), timeout=60)
+    assert processor_states(status) == {TEST: "SUCCESS", FAIL: "FAILURE", ADMIN1: "SUCCESS"}
+    provenance = json.loads((backend.data_dir / "packages/kenya/provenance.json").read_text())
+    (entry,) = provenance.values()
+    pids = {p["worker"]["pid"] for p in entry["processors"].values()}
+    assert pids == {w.proc.pid for w in workers}
