@@ -36,11 +36,14 @@ install: system-packages $(VENV)/.installed
 run: install
 	$(VENV)/bin/autopkg serve
 
+# The plugin tests need pytest-qgis (a QGIS application per process); the rest run without it.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/plugin
+	@if [ -d tests/plugin ]; then $(PY) -m pytest -q -o addopts=-ra tests/plugin; fi
 
 bench: install
 	$(PY) bench/bench_boundaries.py
+	$(PY) bench/bench_jobs.py
 
 plugin-zip:
 	@echo "plugin-zip: filled by the QGIS plugin issue"; exit 1

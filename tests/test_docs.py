@@ -1,0 +1,38 @@
+"""The README documents every setting and every route (the docs cannot silently drift)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from backend.settings import Settings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("variable", [row[0] for row in Settings.documentation()])
+def test_readme_lists_every_setting(variable):
+    assert f"`{variable}`" in README
+
+
+def app_routes() -> list[tuple[str, str]]:
+    from fastapi.routing import APIRoute
+
+    from backend.api import create_app
+
+    class NoService:  # create_app only reads attributes when routes run
+        settings = boundaries = packages = registry = queue = None
+
+    app = create_app(NoService())
+    return [(method, route.path.replace("{path:path}", "{path}")) for route in app.routes if isinstance(route, APIRoute)
+            for method in sorted(route.methods - {"HEAD"})]
+
+
+@pytest.mark.parametrize("method, path", app_routes())
+def test_readme_lists_every_route(method, path):
+    assert re.search(rf"`{method} {re.escape(path)}[`?]", README), f"{method} {path} missing from README"
+
+
+def test_readme_shows_the_two_commands():
+    assert "make run" in README and "make test" in README
