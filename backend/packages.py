@@ -26,7 +26,7 @@ from backend.errors import PackageNotFound, UnsafePath
 from backend.html import dataset_index_html, dataset_license_html, package_index_html, package_license_html, package_version_html
 from processors.base import Processor, ProcessorOutput
 
-SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
+SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}\Z")  # \Z, not $: "$" also matches before a trailing newline
 _thread_locks: dict[Path, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
@@ -80,7 +80,10 @@ class PackageStore:
 
     def resolve_file(self, relative: str) -> Path:
         """A file under the root from a URL path; `UnsafePath` when it would leave the root."""
-        path = (self.root / relative).resolve()
+        try:
+            path = (self.root / relative).resolve()
+        except (ValueError, OSError):  # e.g. an embedded NUL byte
+            raise UnsafePath(f"invalid path: {relative!r}") from None
         if path != self.root and self.root not in path.parents:
             raise UnsafePath(f"path outside the package root: {relative!r}")
         return path

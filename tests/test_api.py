@@ -173,7 +173,7 @@ def test_package_files_support_range_and_refuse_escapes(served):
     part = served.get(path, headers={"Range": "bytes=1-2"})
     assert part.status_code == 206 and part.content == b"es"
     assert part.headers["content-range"] == "bytes 1-2/4"
-    for escape in ("/packages/../boundaries.db", "/packages/%2e%2e/boundaries.db", "/packages/gambia/.lock", "/packages/gambia/..%2f..%2fhuey.db"):
+    for escape in ("/packages/../boundaries.db", "/packages/%2e%2e/boundaries.db", "/packages/gambia/.lock", "/packages/gambia/..%2f..%2fhuey.db", "/packages/%00"):
         response = served.get(escape)
         assert response.status_code in (400, 404), escape
         assert b"SQLite" not in response.content
