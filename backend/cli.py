@@ -187,9 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _connection_reason(exc: BaseException) -> str:
+    """The socket error at the root of a requests/urllib3 connection error ("Connection refused")."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    return exc.__class__.__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from requests import ConnectionError as RequestsConnectionError
+
     from backend.client import ClientError
     from backend.errors import BackendError
 
@@ -197,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ClientError, BackendError, ValueError) as exc:
         print(f"autopkg: {exc}", file=sys.stderr)
+        return 2
+    except RequestsConnectionError as exc:  # before OSError (its base): urllib3's message is unreadable
+        print(f"autopkg: cannot reach {getattr(args, 'url', 'the backend')}: {_connection_reason(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"autopkg: {exc}", file=sys.stderr)

@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -22,11 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from backend import __version__
+from backend.boundaries import NAME_PATTERN as SAFE_NAME  # package folders are named after boundaries
 from backend.errors import PackageNotFound, UnsafePath
 from backend.html import dataset_index_html, dataset_license_html, package_index_html, package_license_html, package_version_html
 from processors.base import Processor, ProcessorOutput
 
-SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}\Z")  # \Z, not $: "$" also matches before a trailing newline
 _thread_locks: dict[Path, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 

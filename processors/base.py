@@ -8,7 +8,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from processors.errors import Cancelled
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
