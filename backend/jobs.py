@@ -262,7 +262,7 @@ class JobQueue:
         for folder in (output_dir, work_dir, source_dir):
             folder.mkdir(parents=True, exist_ok=True)
         started = utcnow()
-        self._update(job_id, name, job_status=EXECUTING, percent=0.0, step="starting", started=started, worker=worker_identity(), heartbeat=time.time())
+        self._update(job_id, name, job_status=EXECUTING, percent=0.0, step="starting", started=started, worker=worker_identity(), heartbeat=time.time(), followed_job_id=None)
         heartbeat = _Heartbeat(lambda: self._update(job_id, name, heartbeat=time.time()), self.settings.heartbeat_timeout / 4)
         last_write = [0.0]
         last_cancel_check = [0.0, False]
