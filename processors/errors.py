@@ -22,3 +22,11 @@ class SourceUnavailable(ProcessorError):
 
 class NoDataForBoundary(ProcessorError):
     """The boundary does not overlap the dataset's coverage."""
+
+
+class SourceCorrupt(SourceUnavailable):
+    """A fetched source failed verification (size, hash, or an HTML page instead of data)."""
+
+
+class UnsafeArchive(ProcessorError):
+    """An archive has members that would escape the destination, links, or expands past a limit."""

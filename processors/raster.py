@@ -1,0 +1,497 @@
+"""Clip a raster to a boundary polygon and write it as a Cloud-Optimised GeoTIFF.
+
+Reusable by every raster dataset processor. The approach:
+
+* **Boundary, not raster, is reprojected.** The boundary (shapely, EPSG:4326) is densified
+  (edges of at most 0.1 degree) and transformed into the source CRS (e.g. ESRI:54009 Mollweide
+  for GHSL); the output keeps the source CRS, grid alignment, resolution and dtype. No pixel is
+  resampled.
+* **Only the window is read.** The window is the boundary's bounding box snapped to the source
+  grid and clipped to the raster's extent. It is read in strips of whole rows (at most
+  `strip_bytes` per strip, a multiple of the 512-row output tiles when large enough), so memory
+  stays bounded by one strip whatever the window size. Cancellation is checked between strips.
+* **Pixel-centre rule.** A pixel is kept when its centre lies inside the polygon (GDAL's
+  rasterize with `all_touched=False`, via `rasterio.features.geometry_mask`); every other pixel
+  of the window is set to nodata, in all bands. The window holds exactly the pixels whose centres
+  lie within the polygon's bounding box. When *no* pixel centre falls inside the polygon (a
+  boundary smaller than a pixel, e.g. a small island on a 1 km grid), the pixels it touches are
+  kept instead (`all_touched=True`, with the window snapped outwards to every pixel the bounding
+  box meets) so that small boundaries still get their data.
+* **Nodata.** The source's nodata value is kept. A source without one gets: NaN for floats, the
+  dtype's minimum for signed integers (-32768 for int16), its maximum for unsigned integers (255
+  for uint8). Source pixels inside the polygon that happen to equal that chosen value then read
+  as nodata too (unavoidable with a nodata value; the chosen values are the conventional ones).
+* **Antimeridian.** A boundary whose parts lie on both sides of +-180 degrees (Fiji, Russia, the
+  USA, Kiribati in EPSG:4326) has a world-wide bounding box. When its parts, grouped by the sign
+  of their centroid's longitude, are more compact measured across the antimeridian than across
+  the prime meridian, the boundary is split into an "east" group (longitudes >= 0, e.g. Fiji's
+  177..180) and a "west" group (< 0, e.g. -180..-178), and each group is clipped to its own
+  output: `<stem>-east<ext>` and `<stem>-west<ext>` next to `destination` (or the paths that
+  `part_path(part)` returns). Never a world-wide strip of nodata. A group that misses the
+  raster is skipped; when only one output results, it is written at `destination` itself.
+* **Output.** The masked strips go into a temporary tiled GTiff next to the destination, which
+  GDAL's `COG` driver (GDAL >= 3.1) copies into a Cloud-Optimised GeoTIFF: 512x512 tiles,
+  DEFLATE or ZSTD (level 3 unless `level` is given) with a predictor (PREDICTOR=YES:
+  horizontal differencing, 2, for integers, floating-point, 3, for floats), internal overviews down to one tile (`overview_resampling`,
+  "nearest" by default so that classes stay classes; GDAL ignores nodata when averaging),
+  BIGTIFF when needed. The COG is written under a temporary name and moved into place with
+  `os.replace`: a destination either does not exist or is complete; on an error or
+  cancellation, no output of the call is left behind.
+* **Memory.** The clipper itself holds one strip (`strip_bytes`, 16 MiB by default) plus its
+  mask. GDAL's process-wide block cache (GDAL_CACHEMAX, 5 % of RAM by default) also keeps
+  decoded source blocks and written blocks; a worker that must bound its memory sets
+  GDAL_CACHEMAX (e.g. 64 MB) for the process — this module does not change that global setting.
+* A boundary that misses the raster raises `NoDataForBoundary`; a source that cannot be opened
+  raises `SourceUnavailable`.
+
+`read_window_only(source, boundary)` reads the same windows in the same strips and does nothing
+else: the I/O floor for benchmarks.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.features import geometry_mask
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+
+from processors.errors import NoDataForBoundary, ProcessorError, SourceUnavailable
+from processors.vector import DENSIFY_MAX_SEGMENT_DEGREES, _densify
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+CancelCheck = Callable[[], None]
+
+TILE_SIZE = 512
+#: Upper bound of the pixel data read per strip (all bands), in bytes.
+DEFAULT_STRIP_BYTES = 16 * 1024 * 1024
+COMPRESSIONS = ("DEFLATE", "ZSTD")
+#: Compression level when none is given. DEFLATE 3 instead of GDAL's 6: on a 5364x4681 Int16
+#: window it took 0.50 s instead of 0.66 s for a file 2 % smaller (level 1: 0.36 s, 1 % larger).
+DEFAULT_LEVEL = {"DEFLATE": 3, "ZSTD": 3}
+EPSG_4326 = CRS.from_epsg(4326)
+
+
+@dataclass(frozen=True)
+class RasterOutput:
+    """One written COG."""
+
+    path: Path
+    part: str | None  # None for a single output; "east" / "west" for antimeridian splits
+    width: int
+    height: int
+    bounds: tuple[float, float, float, float]  # left, bottom, right, top in the source CRS
+    transform: tuple[float, ...]  # GDAL-order affine (a, b, c, d, e, f) of the output grid
+    inside_pixels: int  # pixels kept (centre inside the polygon, or touched: see all_touched)
+    all_touched: bool  # True when the touched-pixel fallback was used
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+
+@dataclass(frozen=True)
+class RasterClipResult:
+    """What `clip_raster_to_cog` wrote: one output, or one per side of the antimeridian."""
+
+    outputs: list[RasterOutput]
+    crs: str  # "EPSG:4326", "ESRI:54009", ... or the WKT when the CRS has no authority code
+    crs_wkt: str
+    dtype: str
+    nodata: float | int
+    count: int  # bands
+    res: tuple[float, float]  # pixel size (x, y) in CRS units, as in the source
+
+    @property
+    def paths(self) -> list[Path]:
+        return [o.path for o in self.outputs]
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """Union of the outputs' bounds (source CRS)."""
+        b = [o.bounds for o in self.outputs]
+        return (min(x[0] for x in b), min(x[1] for x in b), max(x[2] for x in b), max(x[3] for x in b))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the single output (of the first one after a split)."""
+        return self.outputs[0].shape
+
+
+def default_nodata(dtype: str) -> float | int:
+    """NaN for floats, the minimum for signed and the maximum for unsigned integers."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return float("nan")
+    if dt.kind == "i":
+        return int(np.iinfo(dt).min)
+    if dt.kind in ("u", "b"):
+        return int(np.iinfo(dt).max) if dt.kind == "u" else 0
+    raise ProcessorError(f"unsupported raster data type {dtype}")
+
+
+def split_antimeridian(boundary) -> list[tuple[str | None, object]]:
+    """[(None, boundary)], or [("east", parts >= 0), ("west", parts < 0)] for a boundary that is
+    more compact across the antimeridian than across the prime meridian (EPSG:4326)."""
+    polygons = list(boundary.geoms) if isinstance(boundary, MultiPolygon) else [boundary]
+    east = [p for p in polygons if p.centroid.x >= 0]
+    west = [p for p in polygons if p.centroid.x < 0]
+    if not east or not west:
+        return [(None, boundary)]
+    east_b = MultiPolygon(east).bounds
+    west_b = MultiPolygon(west).bounds
+    across_prime = max(east_b[2], west_b[2]) - min(east_b[0], west_b[0])
+    across_anti = (180.0 - east_b[0]) + (west_b[2] + 180.0)
+    if across_anti >= across_prime:
+        return [(None, boundary)]
+    return [("east", _multi(east)), ("west", _multi(west))]
+
+
+def clip_raster_to_cog(
+    source: Path,
+    *,
+    boundary,
+    destination: Path,
+    compress: str = "DEFLATE",
+    level: int | None = None,
+    band_indexes: list[int] | None = None,
+    overview_resampling: str = "nearest",
+    part_path: Callable[[str], Path] | None = None,
+    strip_bytes: int = DEFAULT_STRIP_BYTES,
+    strip_rows: int | None = None,
+    threads: int | str = "ALL_CPUS",
+    progress: ProgressCallback | None = None,
+    check_cancelled: CancelCheck | None = None,
+) -> RasterClipResult:
+    """Clip `source` to the `boundary` polygon (shapely, EPSG:4326) into a COG at `destination`.
+
+    See the module docstring for the rules (window, pixel centres, nodata, antimeridian split into
+    `-east`/`-west` outputs named by `part_path(part)` or `<stem>-<part><ext>`). `strip_rows`
+    forces the strip height (tests); otherwise strips hold at most `strip_bytes`. `progress`
+    receives (percent 0-100, step); `check_cancelled` is called between strips and should raise to
+    stop (no output is left then). Raises `NoDataForBoundary` when the boundary misses the
+    raster and `SourceUnavailable` when the source cannot be opened.
+    """
+    compress = compress.upper()
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"compress must be one of {COMPRESSIONS}, not {compress!r}")
+    destination = Path(destination)
+    report = progress or (lambda percent, step: None)
+    check = check_cancelled or (lambda: None)
+    _check_boundary(boundary)
+
+    with _open(source) as src:
+        indexes = band_indexes or list(range(1, src.count + 1))
+        dtype = src.dtypes[indexes[0] - 1]
+        if any(src.dtypes[i - 1] != dtype for i in indexes):
+            raise ProcessorError(f"{Path(source).name}: bands of different data types are not supported")
+        nodata = src.nodata if src.nodata is not None else default_nodata(dtype)
+        plans = _plan(src, boundary)
+        if not plans:
+            raise NoDataForBoundary(f"the boundary does not overlap the raster {Path(source).name}")
+
+        multiple = len(plans) > 1
+        targets = [
+            (destination if not multiple else (part_path(part) if part_path else _suffixed(destination, part)))
+            for part, *_ in plans
+        ]
+        written: list[Path] = []
+        outputs: list[RasterOutput] = []
+        try:
+            for i, ((part, geom, tight, outer), target) in enumerate(zip(plans, targets)):
+                span = (100.0 * i / len(plans), 100.0 * (i + 1) / len(plans))
+                out = _clip_one(
+                    src, geom, tight, outer, target, part if multiple else None, indexes, dtype, nodata,
+                    compress, level, overview_resampling, strip_bytes, strip_rows, threads,
+                    _scaled(report, *span), check,
+                )
+                if out is None:
+                    continue
+                written.append(out.path)
+                outputs.append(out)
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        if not outputs:
+            raise NoDataForBoundary(f"no pixel of {Path(source).name} lies within the boundary")
+        if multiple and len(outputs) == 1 and outputs[0].path != destination:
+            os.replace(outputs[0].path, destination)
+            outputs = [_replace_path(outputs[0], destination, None)]
+
+        crs_wkt = src.crs.to_wkt()
+        report(100.0, f"wrote {len(outputs)} COG{'s' if len(outputs) > 1 else ''}")
+        return RasterClipResult(
+            outputs=outputs,
+            crs=_crs_name(src.crs),
+            crs_wkt=crs_wkt,
+            dtype=dtype,
+            nodata=nodata,
+            count=len(indexes),
+            res=(abs(src.transform.a), abs(src.transform.e)),
+        )
+
+
+def read_window_only(
+    source: Path,
+    boundary,
+    *,
+    strip_bytes: int = DEFAULT_STRIP_BYTES,
+    strip_rows: int | None = None,
+) -> int:
+    """Read the windows `clip_raster_to_cog` would read, in the same strips; return bytes read."""
+    _check_boundary(boundary)
+    total = 0
+    with _open(source) as src:
+        indexes = list(range(1, src.count + 1))
+        for _, _, tight, outer in _plan(src, boundary):
+            window = tight or outer
+            for strip in _strips(window, src, len(indexes), strip_bytes, strip_rows):
+                total += src.read(indexes, window=strip).nbytes
+    return total
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _check_boundary(boundary) -> None:
+    if boundary is None or boundary.is_empty:
+        raise ValueError("the boundary geometry is empty")
+    if not isinstance(boundary, (Polygon, MultiPolygon)):
+        raise ValueError(f"the boundary must be a Polygon or MultiPolygon, not {boundary.geom_type}")
+
+
+def _open(source: Path):
+    try:
+        src = rasterio.open(source)
+    except Exception as exc:  # RasterioIOError, ...
+        raise SourceUnavailable(f"cannot open raster {source}: {exc}") from exc
+    if src.crs is None:
+        src.close()
+        raise SourceUnavailable(f"raster {source} has no coordinate reference system")
+    t = src.transform
+    if t.b != 0 or t.d != 0:
+        src.close()
+        raise ProcessorError(f"raster {source} is rotated; only north-up grids are supported")
+    return src
+
+
+def _plan(src, boundary) -> list[tuple[str | None, object, Window | None, Window]]:
+    """(part, boundary in the raster CRS, centre window or None, outer window) for every side
+    that overlaps the raster."""
+    plans = []
+    extent = box(*src.bounds)
+    for part, geom in split_antimeridian(boundary):
+        projected = _to_crs(geom, src.crs)
+        if projected.is_empty or not projected.intersects(extent):
+            continue
+        outer = _window(projected.bounds, src.transform, src.width, src.height, centres=False)
+        if outer is not None:
+            tight = _window(projected.bounds, src.transform, src.width, src.height, centres=True)
+            plans.append((part, projected, tight, outer))
+    return plans
+
+
+def _to_crs(geom, crs: CRS):
+    if crs == EPSG_4326:
+        return geom
+    dense = _densify(geom, DENSIFY_MAX_SEGMENT_DEGREES)
+    projected = shape(transform_geom(EPSG_4326, crs, mapping(dense)))
+    if not projected.is_valid:
+        projected = projected.buffer(0)
+    return projected
+
+
+def _window(bounds, transform: Affine, width: int, height: int, *, centres: bool) -> Window | None:
+    """The source pixels whose centre (`centres`) or area meets `bounds`, clipped to the raster;
+    None when there is none."""
+    left, bottom, right, top = bounds
+    inverse = ~transform
+    cols, rows = zip(*(inverse * (x, y) for x, y in ((left, top), (right, bottom))))
+    if centres:  # pixel i has its centre at i + 0.5
+        col0, col1 = math.ceil(min(cols) - 0.5), math.floor(max(cols) - 0.5) + 1
+        row0, row1 = math.ceil(min(rows) - 0.5), math.floor(max(rows) - 0.5) + 1
+    else:
+        col0, col1 = math.floor(min(cols)), math.ceil(max(cols))
+        row0, row1 = math.floor(min(rows)), math.ceil(max(rows))
+    col0, col1, row0, row1 = max(0, col0), min(width, col1), max(0, row0), min(height, row1)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _strips(window: Window, src, bands: int, strip_bytes: int, strip_rows: int | None) -> Iterator[Window]:
+    if strip_rows is None:
+        row_bytes = max(1, int(window.width) * bands * np.dtype(src.dtypes[0]).itemsize)
+        strip_rows = max(1, strip_bytes // row_bytes)
+        if strip_rows >= TILE_SIZE:
+            strip_rows -= strip_rows % TILE_SIZE
+    for off in range(0, int(window.height), strip_rows):
+        yield Window(window.col_off, window.row_off + off, window.width, min(strip_rows, int(window.height) - off))
+
+
+# --------------------------------------------------------------------------- clipping
+
+
+def _clip_one(
+    src, geom, tight: Window | None, outer: Window, target: Path, part, indexes, dtype, nodata, compress, level,
+    overview_resampling, strip_bytes, strip_rows, threads, report, check,
+) -> RasterOutput | None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    strips_tmp = target.with_name(f".{target.stem}.{token}.strips.tif")
+    cog_tmp = target.with_name(f".{target.stem}.{token}.cog.tif")
+    try:
+        inside = 0
+        window = outer
+        for all_touched, window in ((False, tight), (True, outer)):
+            if window is None:
+                continue
+            inside = _write_strips(
+                src, geom, window, strips_tmp, indexes, dtype, nodata, all_touched,
+                strip_bytes, strip_rows, report, check,
+            )
+            if inside:
+                break
+        if not inside:
+            return None
+        win_transform = src.window_transform(window)
+        width, height = int(window.width), int(window.height)
+        check()
+        report(80.0, f"writing the Cloud-Optimised GeoTIFF ({width}x{height})")
+        options = dict(
+            COMPRESS=compress,
+            PREDICTOR="YES",
+            BLOCKSIZE=TILE_SIZE,
+            OVERVIEWS="AUTO",
+            OVERVIEW_RESAMPLING=overview_resampling.upper(),
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS=str(threads),
+        )
+        options["LEVEL"] = level if level is not None else DEFAULT_LEVEL[compress]
+        rasterio.shutil.copy(str(strips_tmp), str(cog_tmp), driver="COG", **options)
+        check()
+        os.replace(cog_tmp, target)
+    finally:
+        for tmp in (strips_tmp, cog_tmp):
+            _remove_raster(tmp)
+    left, top = win_transform.c, win_transform.f
+    right, bottom = win_transform * (width, height)
+    return RasterOutput(
+        path=target,
+        part=part,
+        width=width,
+        height=height,
+        bounds=(min(left, right), min(top, bottom), max(left, right), max(top, bottom)),
+        transform=tuple(win_transform.to_gdal()),
+        inside_pixels=inside,
+        all_touched=all_touched,
+    )
+
+
+def _write_strips(
+    src, geom, window, path: Path, indexes, dtype, nodata, all_touched, strip_bytes, strip_rows, report, check
+) -> int:
+    """Masked window written to an uncompressed tiled GTiff at `path`; returns pixels kept."""
+    width, height = int(window.width), int(window.height)
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=len(indexes),
+        dtype=dtype,
+        crs=src.crs,
+        transform=src.window_transform(window),
+        nodata=nodata,
+        tiled=True,
+        blockxsize=TILE_SIZE,
+        blockysize=TILE_SIZE,
+        compress="NONE",
+        BIGTIFF="IF_SAFER",
+    )
+    inside_total = 0
+    fill = np.array(nodata, dtype=dtype)
+    last_report = time.monotonic()
+    geoms = [mapping(geom)]
+    with rasterio.open(path, "w", **profile) as dst:
+        # colour interpretation and band descriptions follow the source (e.g. RGB imagery)
+        try:
+            dst.colorinterp = [src.colorinterp[i - 1] for i in indexes]
+        except Exception:  # pragma: no cover - drivers may refuse some combinations
+            pass
+        for strip in _strips(window, src, len(indexes), strip_bytes, strip_rows):
+            check()
+            rows = int(strip.height)
+            outside = geometry_mask(
+                geoms, out_shape=(rows, width), transform=src.window_transform(strip),
+                all_touched=all_touched, invert=False,
+            )
+            n = outside.size - int(np.count_nonzero(outside))
+            if n:
+                data = src.read(indexes, window=strip)
+                if n < outside.size:
+                    # np.copyto with where= is several times faster than boolean-index assignment
+                    np.copyto(data, fill, where=outside[np.newaxis, :, :])
+            else:
+                data = np.full((len(indexes), rows, width), nodata, dtype=dtype)
+            inside_total += n
+            dst.write(data, window=Window(0, strip.row_off - window.row_off, width, rows))
+            now = time.monotonic()
+            if now - last_report >= 0.5:
+                last_report = now
+                done = strip.row_off - window.row_off + rows
+                report(80.0 * done / height, f"clipping: {done}/{height} rows")
+    return inside_total
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _multi(polygons: list[Polygon]):
+    return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
+
+
+def _suffixed(destination: Path, part: str) -> Path:
+    return destination.with_name(f"{destination.stem}-{part}{destination.suffix}")
+
+
+def _replace_path(out: RasterOutput, path: Path, part) -> RasterOutput:
+    return RasterOutput(
+        path=path, part=part, width=out.width, height=out.height, bounds=out.bounds,
+        transform=out.transform, inside_pixels=out.inside_pixels, all_touched=out.all_touched,
+    )
+
+
+def _scaled(report: ProgressCallback, start: float, end: float) -> ProgressCallback:
+    return lambda percent, step: report(start + (end - start) * percent / 100.0, step)
+
+
+def _crs_name(crs: CRS) -> str:
+    try:
+        authority = crs.to_authority()
+    except Exception:  # pragma: no cover
+        authority = None
+    return f"{authority[0]}:{authority[1]}" if authority else crs.to_wkt()
+
+
+def _remove_raster(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".aux.xml"), path.with_name(path.name + ".ovr"),
+              path.with_name(path.name + ".ovr.tmp"), path.with_name(path.name + ".msk")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,277 @@
+"""processors.raster.clip_raster_to_cog on small synthetic GeoTIFFs (tests/sources.py).
+
+Expected pixels are computed independently of the clipper: each output pixel centre is tested
+against the EPSG:4326 boundary with shapely (after transforming the centres back to EPSG:4326 for
+Mollweide sources), and its value is compared with the source pixel at the same place.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.warp import transform as transform_points
+from shapely import vectorized
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from processors.errors import Cancelled, NoDataForBoundary, SourceUnavailable
+from processors.raster import (
+    RasterClipResult,
+    clip_raster_to_cog,
+    default_nodata,
+    read_window_only,
+    split_antimeridian,
+)
+from sources import synthetic_raster  # tests/sources.py: pytest puts tests/ on sys.path
+
+# Concave, two parts, edges off the 0.25-degree pixel centres; covers the nodata hole of the
+# synthetic rasters (rows/cols 300..340 = lon -105..-95, lat 15..5 on the 0.25-degree grid).
+BOUNDARY = MultiPolygon([
+    Polygon([(-112.1, 1.1), (-88.1, 1.1), (-88.1, 9.1), (-100.1, 9.1), (-100.1, 21.1), (-112.1, 21.1)]),
+    Polygon([(-80.1, -10.1), (-60.1, -10.1), (-70.1, 6.1)]),
+])
+FIJI = MultiPolygon([box(177.05, -19.05, 179.999, -16.05), box(-180, -17.05, -178.05, -15.05)])
+EDGE_TOLERANCE_DEGREES = 0.02
+
+
+def check_clip(source: Path, result: RasterClipResult, boundary, path: Path | None = None) -> int:
+    """Inside pixels equal the source, outside pixels are nodata; return the inside count."""
+    path = path or result.paths[0]
+    with rasterio.open(source) as src, rasterio.open(path) as out:
+        assert out.crs == src.crs
+        assert out.res == pytest.approx(src.res, rel=1e-12)
+        assert out.dtypes == src.dtypes[: out.count]
+        col_off = (out.transform.c - src.transform.c) / src.transform.a
+        row_off = (out.transform.f - src.transform.f) / src.transform.e
+        assert col_off == pytest.approx(round(col_off), abs=1e-6) and row_off == pytest.approx(round(row_off), abs=1e-6)
+        col_off, row_off = round(col_off), round(row_off)
+        got = out.read()
+        want = src.read(window=((row_off, row_off + out.height), (col_off, col_off + out.width)))
+        nodata = out.nodata
+        assert nodata == result.nodata or (math.isnan(nodata) and math.isnan(result.nodata))
+
+        rows, cols = np.mgrid[0:out.height, 0:out.width]
+        xs, ys = out.transform * (cols + 0.5, rows + 0.5)
+        if out.crs.to_epsg() != 4326:
+            lon, lat = transform_points(out.crs, "EPSG:4326", xs.ravel(), ys.ravel())
+            xs, ys = np.asarray(lon).reshape(xs.shape), np.asarray(lat).reshape(ys.shape)
+        inside = vectorized.contains(boundary, xs, ys)
+        near_edge = vectorized.contains(boundary.boundary.buffer(EDGE_TOLERANCE_DEGREES), xs, ys)
+        sure_in, sure_out = inside & ~near_edge, ~inside & ~near_edge
+        assert sure_in.sum() > 0
+
+        def is_nodata(a):
+            return np.isnan(a) if np.isnan(nodata) else a == nodata
+
+        for band in range(out.count):
+            g, w = got[band], want[band]
+            np.testing.assert_array_equal(g[sure_in], w[sure_in])
+            assert is_nodata(g[sure_out]).all()
+        return int(sure_in.sum())
+
+
+@pytest.mark.parametrize(
+    "dtype,crs,nodata",
+    [
+        ("int16", "EPSG:4326", -999),
+        ("uint8", "EPSG:4326", None),
+        ("float32", "EPSG:4326", None),
+        ("float32", "EPSG:4326", -3.4e38),
+        ("int16", "ESRI:54009", -999),
+        ("uint8", "ESRI:54009", None),
+    ],
+)
+def test_inside_pixels_equal_the_source_and_outside_are_nodata(tmp_path, dtype, crs, nodata):
+    source = synthetic_raster(tmp_path / "src.tif", dtype=dtype, crs=crs, nodata=nodata)
+    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "out" / "clip.tif")
+    assert result.paths == [tmp_path / "out" / "clip.tif"]
+    assert result.dtype == dtype and result.crs == crs
+    expected_nodata = float(np.dtype(dtype).type(nodata)) if nodata is not None else default_nodata(dtype)
+    assert result.nodata == expected_nodata or (math.isnan(result.nodata) and math.isnan(expected_nodata))
+    check_clip(source, result, BOUNDARY)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.tif"]  # no temporary left
+
+
+def test_default_nodata_per_dtype():
+    assert default_nodata("int16") == -32768 and default_nodata("uint8") == 255
+    assert default_nodata("uint16") == 65535 and math.isnan(default_nodata("float32"))
+
+
+def test_source_nodata_inside_the_polygon_stays_nodata(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif", dtype="int16", nodata=-999)
+    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif")
+    with rasterio.open(result.paths[0]) as out:
+        # lon -102, lat 10 is inside the L-shaped part and inside the source's nodata hole
+        (value,) = next(out.sample([(-102.0, 10.0)]))
+    assert value == -999
+
+
+@pytest.mark.parametrize("compress", ["DEFLATE", "ZSTD"])
+def test_output_is_a_cloud_optimised_geotiff(tmp_path, compress):
+    source = synthetic_raster(tmp_path / "src.tif", dtype="float32", nodata=None)
+    result = clip_raster_to_cog(source, boundary=box(-150.1, -60.1, 50.1, 60.1), destination=tmp_path / "clip.tif", compress=compress)
+    with rasterio.open(result.paths[0]) as out:
+        assert out.width > 512
+        assert out.profile["tiled"] and out.block_shapes[0] == (512, 512)
+        assert out.compression.name.upper() == compress
+        structure = out.tags(ns="IMAGE_STRUCTURE")
+        assert structure["LAYOUT"] == "COG"
+        assert structure["PREDICTOR"] == "3"  # floating-point predictor for float32
+        assert out.overviews(1), "no overviews"
+    int_result = clip_raster_to_cog(
+        synthetic_raster(tmp_path / "int.tif"), boundary=box(-150.1, -60.1, 50.1, 60.1), destination=tmp_path / "int-clip.tif", compress=compress
+    )
+    with rasterio.open(int_result.paths[0]) as out:
+        assert out.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
+        assert out.overviews(1)
+
+
+def test_only_the_bounding_box_window_is_written(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif")
+    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif")
+    minx, miny, maxx, maxy = BOUNDARY.bounds
+    # every pixel whose centre (at k * 0.25 + 0.125 degrees) lies in the bounding box, no other
+
+    def centres(lo, hi):
+        return math.floor((hi - 0.125) / 0.25) - math.ceil((lo - 0.125) / 0.25) + 1
+
+    assert result.shape == (centres(miny, maxy), centres(minx, maxx)) == (124, 208)
+    left, bottom, right, top = result.bounds
+    assert abs(left - minx) <= 0.125 and abs(right - maxx) <= 0.125  # half a pixel at most
+    assert abs(bottom - miny) <= 0.125 and abs(top - maxy) <= 0.125
+    assert read_window_only(source, BOUNDARY) == result.shape[0] * result.shape[1] * 2
+
+
+def test_antimeridian_boundary_gives_one_narrow_output_per_side(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif", dtype="int16", nodata=-999)
+    result = clip_raster_to_cog(source, boundary=FIJI, destination=tmp_path / "out" / "fiji.tif")
+    assert [(o.part, o.path.name) for o in result.outputs] == [("east", "fiji-east.tif"), ("west", "fiji-west.tif")]
+    assert not (tmp_path / "out" / "fiji.tif").exists()
+    for output in result.outputs:
+        assert output.width <= 13 and output.height <= 17  # 3 x 4 degrees at 0.25: far from 1440
+        check_clip(source, result, FIJI, output.path)
+    east, west = result.outputs
+    assert east.bounds[0] >= 177 and east.bounds[2] <= 180
+    assert west.bounds[0] >= -180 and west.bounds[2] <= -178
+
+
+def test_antimeridian_boundary_on_a_mollweide_raster(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif", crs="ESRI:54009", nodata=-999)
+    result = clip_raster_to_cog(source, boundary=FIJI, destination=tmp_path / "fiji.tif",
+                                part_path=lambda part: tmp_path / f"ds-v1-{part}-fiji.tif")
+    assert [o.path.name for o in result.outputs] == ["ds-v1-east-fiji.tif", "ds-v1-west-fiji.tif"]
+    for output in result.outputs:
+        assert output.width < 50  # the world is 1440 pixels wide
+        with rasterio.open(output.path) as out:
+            assert (out.read(1) != -999).sum() > 0
+
+
+def test_split_antimeridian_keeps_ordinary_and_prime_meridian_boundaries_whole():
+    assert split_antimeridian(BOUNDARY) == [(None, BOUNDARY)]
+    europe = MultiPolygon([box(-10, 40, -1, 50), box(1, 40, 20, 50)])  # both sides of 0, not of 180
+    assert split_antimeridian(europe) == [(None, europe)]
+    parts = split_antimeridian(FIJI)
+    assert [p for p, _ in parts] == ["east", "west"]
+    assert parts[0][1].bounds[0] == pytest.approx(177.05) and parts[1][1].bounds[2] == pytest.approx(-178.05)
+
+
+def test_antimeridian_side_outside_the_raster_gives_one_plain_output(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif", bounds=(170, -30, 180, -10), width=40, height=80)
+    result = clip_raster_to_cog(source, boundary=FIJI, destination=tmp_path / "fiji.tif")
+    assert result.paths == [tmp_path / "fiji.tif"] and result.outputs[0].part is None
+    check_clip(source, result, FIJI)
+
+
+def test_boundary_missing_the_raster_raises_no_data_for_boundary(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif", bounds=(0, 0, 10, 10), width=40, height=40)
+    with pytest.raises(NoDataForBoundary, match="src.tif"):
+        clip_raster_to_cog(source, boundary=box(50, 50, 60, 60), destination=tmp_path / "out" / "clip.tif")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_boundary_smaller_than_a_pixel_keeps_the_touched_pixel(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif")
+    island = box(10.01, 10.01, 10.05, 10.05)  # inside one 0.25-degree pixel, away from its centre
+    result = clip_raster_to_cog(source, boundary=island, destination=tmp_path / "clip.tif")
+    assert result.outputs[0].all_touched and result.shape == (1, 1)
+    with rasterio.open(source) as src, rasterio.open(result.paths[0]) as out:
+        assert out.read(1)[0, 0] == next(src.sample([(10.03, 10.03)]))[0]
+
+
+def test_unreadable_source_raises_source_unavailable(tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"<!DOCTYPE html><html>not a tiff</html>")
+    with pytest.raises(SourceUnavailable, match="bad.tif"):
+        clip_raster_to_cog(bad, boundary=BOUNDARY, destination=tmp_path / "clip.tif")
+
+
+def test_cancellation_leaves_no_destination_file(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif")
+    out_dir = tmp_path / "out"
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) >= 3:
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        clip_raster_to_cog(source, boundary=BOUNDARY, destination=out_dir / "clip.tif", strip_rows=10, check_cancelled=check)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_cancellation_after_one_antimeridian_side_removes_it(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif")
+    out_dir = tmp_path / "out"
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) > 4:  # the east side is complete by then (2 strips + 2 checks)
+            raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        clip_raster_to_cog(source, boundary=FIJI, destination=out_dir / "fiji.tif", strip_rows=8, check_cancelled=check)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_strips_give_the_same_result_as_a_single_pass(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif", crs="ESRI:54009", dtype="float32", nodata=None)
+    single = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "single.tif")
+    progress = []
+    strips = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "strips.tif", strip_rows=7,
+                                progress=lambda p, s: progress.append(p))
+    assert single.shape == strips.shape and single.shape[0] > 7 * 5
+    with rasterio.open(single.paths[0]) as a, rasterio.open(strips.paths[0]) as b:
+        assert a.transform == b.transform
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert progress[-1] == 100.0 and progress == sorted(progress)
+    rows = single.shape[0]
+    assert read_window_only(source, BOUNDARY, strip_rows=7) == read_window_only(source, BOUNDARY) == rows * single.shape[1] * 4
+
+
+def test_strip_size_follows_the_byte_budget(tmp_path, monkeypatch):
+    import processors.raster as raster
+
+    source = synthetic_raster(tmp_path / "src.tif")
+    seen = []
+    real = raster._strips
+
+    def spy(*args, **kwargs):
+        for w in real(*args, **kwargs):
+            seen.append(int(w.height))
+            yield w
+
+    monkeypatch.setattr(raster, "_strips", spy)
+    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif", strip_bytes=1000)
+    width = result.shape[1]
+    assert max(seen) == 1000 // (width * 2) and sum(seen) == result.shape[0]
+
+
+def test_multiband_source_masks_every_band(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif", dtype="uint8", nodata=None, bands=3)
+    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif")
+    assert result.count == 3
+    check_clip(source, result, BOUNDARY)
