@@ -304,7 +304,11 @@ class JobQueue:
 
     def processor_options(self) -> dict[str, Any]:
         """Settings processors may read (sources, test timings)."""
-        return {"world_map_gpkg": str(self.settings.world_map_gpkg), "test_processor_seconds": self.settings.test_processor_seconds}
+        return {
+            "world_map_gpkg": str(self.settings.world_map_gpkg),
+            "source_mirror": self.settings.source_mirror or None,
+            "test_processor_seconds": self.settings.test_processor_seconds,
+        }
 
     def _provenance(self, job_id: str, _chord_results: list[Any]) -> None:
         job = self._job(job_id)

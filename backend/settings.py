@@ -35,6 +35,7 @@ class Settings:
     packages_host_url: str = setting("", "Public base URL of the package files; empty means the API's own `/packages` route.")
     include_test_processors: bool = setting(False, "List the predecessor's `test_processor` and `test_fail_processor`.")
     test_processor_seconds: float = setting(1.0, "How long the test processors run.")
+    source_mirror: str = setting("", "Replaces every source origin: a base URL or a folder laid out like the origins (`<mirror>/<host>/<path>`), for offline sites and tests.")
     world_map_gpkg: Path = setting(Path("/usr/share/qgis/resources/data/world_map.gpkg"), "QGIS's Natural Earth world map, used to seed boundaries and by `natural_earth_admin1`.")
     seed_boundaries: bool = setting(True, "Load Natural Earth countries and states/provinces when the boundary store is empty at start.")
     max_upload_bytes: int = setting(5_000_000, "Largest custom boundary accepted by `POST /v1/boundaries` (bytes of GeoJSON).")
