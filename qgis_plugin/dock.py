@@ -1,0 +1,527 @@
+"""The dock panel: backend connection, boundary choice, datasets, job progress, package loading.
+
+The widgets come from `ui/dock.ui` (loaded at runtime). Every network call is asynchronous
+(`BackendClient`), job polling runs on a `QTimer`, downloads run in a `QgsTask`; widgets are
+only touched from signal handlers and callbacks on the GUI thread.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Optional
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
+    QgsMessageLog,
+    QgsProject,
+    QgsSettings,
+    QgsWkbTypes,
+)
+from qgis.gui import QgsDockWidget, QgsRubberBand
+from qgis.PyQt import uic
+from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import QFrame, QListWidgetItem, QProgressBar, QScrollArea, QTableWidgetItem, QWidget
+
+from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
+from .backend_client import DEFAULT_URL, BackendClient
+from .loader import DownloadPackageTask, add_package_layers, cache_dir, package_files
+from .map_tool import WGS84, PickBoundaryMapTool
+
+UI_PATH = Path(__file__).resolve().parent / "ui" / "dock.ui"
+URL_SETTING = f"{SETTINGS_PREFIX}/backend_url"
+AUTOLOAD_SETTING = f"{SETTINGS_PREFIX}/auto_load"
+SEARCH_DELAY_MS = 300
+POLL_INTERVAL_MS = 500
+MAX_POLL_ERRORS = 3
+BOUNDARY_ROLE = Qt.UserRole
+PROCESSOR_ROLE = Qt.UserRole
+
+
+def geojson_to_wkt(geometry: dict[str, Any]) -> str:
+    """WKT of a GeoJSON Polygon or MultiPolygon (what the boundary API returns)."""
+
+    def ring(coords):
+        return "(" + ", ".join(f"{c[0]!r} {c[1]!r}" for c in coords) + ")"
+
+    def polygon(rings):
+        return "(" + ", ".join(ring(r) for r in rings) + ")"
+
+    kind, coords = geometry.get("type"), geometry.get("coordinates") or []
+    if kind == "Polygon":
+        return "POLYGON " + polygon(coords)
+    if kind == "MultiPolygon":
+        return "MULTIPOLYGON (" + ", ".join(polygon(p) for p in coords) + ")"
+    raise ValueError(f"unsupported boundary geometry type {kind!r}")
+
+
+def processor_label(version: dict[str, Any]) -> str:
+    title = version.get("data_title") or version.get("name", "").split(".")[0]
+    licence = (version.get("data_license") or {}).get("name", "")
+    return f"{title} — {version.get('version', '')}" + (f" — {licence}" if licence else "")
+
+
+def processor_details(version: dict[str, Any]) -> str:
+    """HTML for the details box."""
+    e = html.escape
+    lic = version.get("data_license") or {}
+    parts = [f"<b>{e(version.get('data_title_long') or version.get('data_title') or version.get('name', ''))}</b>"]
+    parts.append(f"<p><code>{e(version.get('name', ''))}</code></p>")
+    if version.get("description"):
+        parts.append(f"<p>{e(version['description'])}</p>")
+    if version.get("data_summary"):
+        parts.append(f"<p>{e(version['data_summary'])}</p>")
+    if version.get("data_author"):
+        parts.append(f"<p><b>Author:</b> {e(version['data_author'])}</p>")
+    if version.get("data_citation"):
+        parts.append(f"<p><b>Citation:</b> {e(version['data_citation'])}</p>")
+    if version.get("data_origin_url"):
+        url = e(version["data_origin_url"])
+        parts.append(f'<p><b>Origin:</b> <a href="{url}">{url}</a></p>')
+    if lic:
+        name = e(lic.get("title") or lic.get("name", ""))
+        parts.append(f'<p><b>Licence:</b> <a href="{e(lic["path"])}">{name}</a></p>' if lic.get("path") else f"<p><b>Licence:</b> {name}</p>")
+    if version.get("data_formats"):
+        parts.append(f"<p><b>Formats:</b> {e(', '.join(version['data_formats']))}</p>")
+    return "\n".join(parts)
+
+
+class CcgDockWidget(QgsDockWidget):
+    """The CCG AutoPackaging panel."""
+
+    connection_changed = pyqtSignal(bool)
+    boundaries_listed = pyqtSignal(list)
+    boundary_chosen = pyqtSignal(dict)  # the full boundary (with geometry), once drawn
+    processors_listed = pyqtSignal(list)
+    job_updated = pyqtSignal(dict)
+    job_finished = pyqtSignal(dict)
+    package_loaded = pyqtSignal(object)  # loader.LoadReport
+    error_reported = pyqtSignal(str)
+
+    def __init__(self, iface, parent: QWidget | None = None):
+        super().__init__(PLUGIN_NAME, parent)
+        self.setObjectName("CcgAutoPackagingDock")
+        self.iface = iface
+        self.canvas = iface.mapCanvas()
+        self.ui = QWidget()
+        uic.loadUi(str(UI_PATH), self.ui)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setWidget(self.ui)
+        self.setWidget(scroll)
+
+        settings = QgsSettings()
+        self.client = BackendClient(settings.value(URL_SETTING, DEFAULT_URL, type=str) or DEFAULT_URL, self)
+        self.ui.urlEdit.setText(self.client.base_url)
+        self.ui.autoLoadCheck.setChecked(settings.value(AUTOLOAD_SETTING, True, type=bool))
+
+        self.connected = False
+        self.boundary: Optional[dict[str, Any]] = None
+        self.processor_versions: dict[str, dict[str, Any]] = {}
+        self.job_id: Optional[str] = None
+        self.job_boundary: Optional[str] = None
+        self.job_status: Optional[dict[str, Any]] = None
+        self.task: Optional[DownloadPackageTask] = None
+        self._progress_rows: dict[str, int] = {}
+        self._search_seq = 0
+        self._polling = False
+        self._poll_errors = 0
+        self._closed = False
+        self._connecting = False
+
+        self.rubber_band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
+        self.rubber_band.setStrokeColor(QColor(230, 60, 30))
+        self.rubber_band.setFillColor(QColor(230, 60, 30, 40))
+        self.rubber_band.setWidth(2)
+
+        self.map_tool = PickBoundaryMapTool(self.canvas)
+        self.map_tool.picked.connect(self.search_point)
+        self.map_tool.deactivated.connect(lambda: self.ui.pickButton.setChecked(False))
+
+        self.search_timer = QTimer(self)
+        self.search_timer.setSingleShot(True)
+        self.search_timer.setInterval(SEARCH_DELAY_MS)
+        self.search_timer.timeout.connect(self.run_search)
+
+        self.poll_timer = QTimer(self)
+        self.poll_timer.setInterval(POLL_INTERVAL_MS)
+        self.poll_timer.timeout.connect(self.poll_job)
+
+        ui = self.ui
+        ui.connectButton.clicked.connect(self.connect_backend)
+        ui.urlEdit.returnPressed.connect(self.connect_backend)
+        ui.searchEdit.textEdited.connect(lambda _: self.search_timer.start())
+        ui.boundaryList.itemClicked.connect(self._boundary_item_chosen)
+        ui.boundaryList.itemActivated.connect(self._boundary_item_chosen)
+        ui.pickButton.toggled.connect(self.set_pick_mode)
+        ui.processorFilter.textChanged.connect(self.filter_processors)
+        ui.processorList.currentItemChanged.connect(self._processor_selected)
+        ui.createButton.clicked.connect(self.create_package)
+        ui.cancelButton.clicked.connect(self.cancel_job)
+        ui.loadButton.clicked.connect(lambda: self.load_package())
+        ui.autoLoadCheck.toggled.connect(lambda on: QgsSettings().setValue(AUTOLOAD_SETTING, on))
+        ui.progressTable.horizontalHeader().setStretchLastSection(True)
+        # shown (by the user, or by QGIS restoring the window state) and not connected: connect
+        self.visibilityChanged.connect(self._visibility_changed)
+
+    def _visibility_changed(self, visible: bool) -> None:
+        if visible and not self.connected and not self._connecting and not self._closed:
+            self.connect_backend()
+
+    # -- messages -----------------------------------------------------------------------------
+    def report_error(self, context: str, message: str, level=Qgis.Critical) -> None:
+        """An error for the user: message bar and the QGIS log panel, with the backend's detail."""
+        if self._closed:
+            return
+        text = f"{context}: {message}"
+        self.iface.messageBar().pushMessage(PLUGIN_NAME, text, level=level, duration=10)
+        QgsMessageLog.logMessage(text, PLUGIN_NAME, level)
+        self.error_reported.emit(text)
+
+    def report_info(self, message: str, level=Qgis.Info) -> None:
+        if self._closed:
+            return
+        self.iface.messageBar().pushMessage(PLUGIN_NAME, message, level=level, duration=5)
+        QgsMessageLog.logMessage(message, PLUGIN_NAME, level)
+
+    # -- backend connection -----------------------------------------------------------------
+    def connect_backend(self) -> None:
+        url = self.ui.urlEdit.text().strip() or DEFAULT_URL
+        self.client.base_url = url
+        self.ui.urlEdit.setText(self.client.base_url)
+        QgsSettings().setValue(URL_SETTING, self.client.base_url)
+        self.ui.stateLabel.setText(f"Connecting to {self.client.base_url}…")
+        self._connecting = True
+        self.client.liveness(on_success=self._connected, on_error=self._connection_failed)
+
+    def _connected(self, _data: Any) -> None:
+        self._connecting = False
+        self.connected = True
+        self.ui.stateLabel.setText(f"Connected to {self.client.base_url}")
+        self.connection_changed.emit(True)
+        self.refresh_processors()
+
+    def _connection_failed(self, message: str, _status: Optional[int]) -> None:
+        self._connecting = False
+        self.connected = False
+        self.ui.stateLabel.setText(f"Not connected: {message}")
+        self.connection_changed.emit(False)
+        self.report_error(f"Cannot reach the backend at {self.client.base_url}", f"{message}. Start it with `autopkg serve` (or `make run`) and press Connect.")
+
+    # -- boundaries ---------------------------------------------------------------------------
+    def run_search(self) -> None:
+        text = self.ui.searchEdit.text().strip()
+        self._search_seq += 1
+        seq = self._search_seq
+        if len(text) < 2:
+            self.ui.boundaryList.clear()
+            return
+        self.client.search_name(
+            text,
+            on_success=lambda results: seq == self._search_seq and self.show_boundaries(results),
+            on_error=lambda message, _s: self.report_error(f"Boundary search {text!r} failed", message),
+        )
+
+    def search_point(self, longitude: float, latitude: float) -> None:
+        self._search_seq += 1
+        seq = self._search_seq
+
+        def found(results: list[dict[str, Any]]) -> None:
+            if seq != self._search_seq:
+                return
+            self.show_boundaries(results)
+            if results:
+                self.choose_boundary(results[0])
+            else:
+                self.report_info(f"No boundary at longitude {longitude:.4f}, latitude {latitude:.4f}", Qgis.Warning)
+
+        self.client.search_point(latitude, longitude, on_success=found,
+                                 on_error=lambda message, _s: self.report_error("Boundary search at the clicked point failed", message))
+
+    def show_boundaries(self, results: list[dict[str, Any]]) -> None:
+        self.ui.boundaryList.clear()
+        for boundary in results:
+            item = QListWidgetItem(f"{boundary.get('name_long') or boundary['name']}  ({boundary['name']})")
+            item.setData(BOUNDARY_ROLE, boundary)
+            self.ui.boundaryList.addItem(item)
+        self.boundaries_listed.emit(results)
+
+    def _boundary_item_chosen(self, item: QListWidgetItem) -> None:
+        self.choose_boundary(item.data(BOUNDARY_ROLE))
+
+    def choose_boundary(self, boundary: dict[str, Any]) -> None:
+        """Make `boundary` ({name, name_long}) the chosen one; fetch its polygon to draw it."""
+        self.boundary = dict(boundary)
+        for row in range(self.ui.boundaryList.count()):
+            item = self.ui.boundaryList.item(row)
+            if item.data(BOUNDARY_ROLE).get("name") == boundary["name"]:
+                self.ui.boundaryList.setCurrentItem(item)
+        self.ui.boundaryLabel.setText(f"Chosen: {boundary.get('name_long') or boundary['name']} ({boundary['name']})")
+        self.client.boundary(boundary["name"], on_success=self.draw_boundary,
+                             on_error=lambda message, _s: self.report_error(f"Boundary {boundary['name']!r}", message))
+
+    def draw_boundary(self, boundary: dict[str, Any]) -> None:
+        if self.boundary is None or boundary.get("name") != self.boundary.get("name"):
+            return  # another boundary was chosen meanwhile
+        self.boundary = boundary
+        try:
+            geometry = QgsGeometry.fromWkt(geojson_to_wkt(boundary["geometry"]))
+        except (KeyError, ValueError) as exc:
+            self.report_error(f"Boundary {boundary.get('name')!r}", f"cannot draw its geometry: {exc}", Qgis.Warning)
+            return
+        crs = QgsCoordinateReferenceSystem(WGS84)
+        self.rubber_band.setToGeometry(geometry, crs)
+        destination = self.canvas.mapSettings().destinationCrs()
+        extent = geometry.boundingBox()
+        if destination.isValid() and destination != crs:
+            extent = QgsCoordinateTransform(crs, destination, QgsProject.instance()).transformBoundingBox(extent)
+        extent.scale(1.1)
+        self.canvas.setExtent(extent)
+        self.canvas.refresh()
+        self.boundary_chosen.emit(boundary)
+
+    def set_pick_mode(self, on: bool) -> None:
+        if on:
+            self.canvas.setMapTool(self.map_tool)
+        elif self.canvas.mapTool() is self.map_tool:
+            self.canvas.unsetMapTool(self.map_tool)
+
+    # -- processors ---------------------------------------------------------------------------
+    def refresh_processors(self) -> None:
+        self.client.processors(on_success=self.show_processors,
+                               on_error=lambda message, _s: self.report_error("Cannot list the datasets", message))
+
+    def show_processors(self, datasets: list[dict[str, Any]]) -> None:
+        checked = set(self.checked_processors())
+        self.ui.processorList.clear()
+        self.processor_versions.clear()
+        for dataset in datasets:
+            for version in dataset.get("versions", []):
+                name = version["name"]
+                self.processor_versions[name] = version
+                item = QListWidgetItem(processor_label(version))
+                item.setData(PROCESSOR_ROLE, name)
+                item.setToolTip(version.get("description", ""))
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Checked if name in checked else Qt.Unchecked)
+                self.ui.processorList.addItem(item)
+        self.filter_processors(self.ui.processorFilter.text())
+        self.processors_listed.emit(datasets)
+
+    def filter_processors(self, text: str) -> None:
+        needle = text.strip().lower()
+        for row in range(self.ui.processorList.count()):
+            item = self.ui.processorList.item(row)
+            version = self.processor_versions.get(item.data(PROCESSOR_ROLE), {})
+            haystack = " ".join([item.text(), version.get("name", ""), version.get("description", ""), version.get("data_summary", "")]).lower()
+            item.setHidden(bool(needle) and needle not in haystack)
+
+    def _processor_selected(self, current: QListWidgetItem, _previous=None) -> None:
+        if current is None:
+            self.ui.detailsBrowser.clear()
+            return
+        self.ui.detailsBrowser.setHtml(processor_details(self.processor_versions.get(current.data(PROCESSOR_ROLE), {})))
+
+    def checked_processors(self) -> list[str]:
+        items = (self.ui.processorList.item(r) for r in range(self.ui.processorList.count()))
+        return [i.data(PROCESSOR_ROLE) for i in items if i.checkState() == Qt.Checked]
+
+    def set_checked_processors(self, names: list[str]) -> None:
+        for row in range(self.ui.processorList.count()):
+            item = self.ui.processorList.item(row)
+            item.setCheckState(Qt.Checked if item.data(PROCESSOR_ROLE) in names else Qt.Unchecked)
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def create_package(self) -> None:
+        if not self.boundary:
+            self.report_error("Create package", "choose a boundary first (search by name or pick on the map)", Qgis.Warning)
+            return
+        processors = self.checked_processors()
+        if not processors:
+            self.report_error("Create package", "tick at least one dataset", Qgis.Warning)
+            return
+        boundary = self.boundary["name"]
+        self.ui.createButton.setEnabled(False)
+        self.ui.jobLabel.setText(f"Submitting {len(processors)} dataset(s) for {boundary}…")
+
+        def failed(message: str, _status: Optional[int]) -> None:
+            self.ui.createButton.setEnabled(True)
+            self.ui.jobLabel.setText(f"Not submitted: {message}")
+            self.report_error(f"Create package for {boundary!r}", message)
+
+        self.client.submit_job(boundary, processors, on_success=lambda data: self.follow_job(data["job_id"], boundary, processors), on_error=failed)
+
+    def follow_job(self, job_id: str, boundary: str, processors: list[str]) -> None:
+        self.job_id, self.job_boundary, self.job_status = job_id, boundary, None
+        self._poll_errors = 0
+        table = self.ui.progressTable
+        table.setRowCount(0)
+        self._progress_rows.clear()
+        for name in processors:
+            self._progress_row(name)
+        self.ui.overallProgress.setValue(0)
+        self.ui.cancelButton.setEnabled(True)
+        self.ui.createButton.setEnabled(False)
+        self.ui.jobLabel.setText(f"Job {job_id} for {boundary}: submitted")
+        QgsMessageLog.logMessage(f"job {job_id} submitted for {boundary}: {', '.join(processors)}", PLUGIN_NAME, Qgis.Info)
+        self.poll_timer.start()
+        self.poll_job()
+
+    def _progress_row(self, name: str) -> int:
+        if name in self._progress_rows:
+            return self._progress_rows[name]
+        table = self.ui.progressTable
+        row = table.rowCount()
+        table.insertRow(row)
+        version = self.processor_versions.get(name)
+        table.setItem(row, 0, QTableWidgetItem(processor_label(version) if version else name))
+        table.setItem(row, 1, QTableWidgetItem("PENDING"))
+        bar = QProgressBar()
+        bar.setRange(0, 100)
+        table.setCellWidget(row, 2, bar)
+        self._progress_rows[name] = row
+        return row
+
+    def processor_state(self, name: str) -> tuple[str, int]:
+        """(state text, progress percent) shown for one processor of the current job."""
+        row = self._progress_rows[name]
+        return self.ui.progressTable.item(row, 1).text(), self.ui.progressTable.cellWidget(row, 2).value()
+
+    def poll_job(self) -> None:
+        if self._polling or not self.job_id:
+            return
+        self._polling = True
+        job_id = self.job_id
+        self.client.job(job_id, on_success=lambda status: self._job_polled(job_id, status), on_error=lambda m, s: self._poll_failed(job_id, m, s))
+
+    def _poll_failed(self, job_id: str, message: str, status: Optional[int]) -> None:
+        self._polling = False
+        if job_id != self.job_id:
+            return
+        self._poll_errors += 1
+        if status == 404 or self._poll_errors >= MAX_POLL_ERRORS:
+            self.poll_timer.stop()
+            self.ui.cancelButton.setEnabled(False)
+            self.ui.createButton.setEnabled(True)
+            self.ui.jobLabel.setText(f"Lost job {job_id}: {message}")
+            self.report_error(f"Following job {job_id}", message)
+
+    def _job_polled(self, job_id: str, status: dict[str, Any]) -> None:
+        self._polling = False
+        if job_id != self.job_id:
+            return
+        self._poll_errors = 0
+        self.show_job(status)
+
+    def show_job(self, status: dict[str, Any]) -> None:
+        self.job_status = status
+        table = self.ui.progressTable
+        for p in status.get("job_group_processors", []):
+            row = self._progress_row(p["processor_name"])
+            progress = p.get("job_progress") or {}
+            state = p.get("job_status", "")
+            task = progress.get("current_task") or ""
+            text = state if state in ("SUCCESS", "SKIPPED", "REVOKED", "FAILURE") or not task else f"{state}: {task}"
+            table.item(row, 1).setText(text)
+            result = p.get("job_result") or {}
+            if state == "FAILURE":
+                table.item(row, 1).setToolTip(str(result.get("failed") or result))
+            table.cellWidget(row, 2).setValue(int(round(progress.get("percent_complete") or 0)))
+        overall = int(round(status.get("job_group_percent_complete") or 0))
+        self.ui.overallProgress.setValue(overall)
+        group_status = status.get("job_group_status", "")
+        self.ui.jobLabel.setText(f"Job for {self.job_boundary}: {group_status}{' (cancelled)' if status.get('job_group_cancelled') else ''}")
+        self.job_updated.emit(status)
+        if group_status == "COMPLETE":
+            self.job_complete(status)
+
+    def job_complete(self, status: dict[str, Any]) -> None:
+        self.poll_timer.stop()
+        self.ui.cancelButton.setEnabled(False)
+        self.ui.createButton.setEnabled(True)
+        processors = status.get("job_group_processors", [])
+        states = {p["processor_name"]: p.get("job_status") for p in processors}
+        for p in processors:
+            if p.get("job_status") == "FAILURE":
+                result = p.get("job_result") or {}
+                self.report_error(f"{p['processor_name']} failed", str(result.get("failed") or result))
+        if status.get("job_group_cancelled"):
+            self.report_info(f"Job for {self.job_boundary} cancelled", Qgis.Warning)
+        else:
+            done = sum(1 for s in states.values() if s in ("SUCCESS", "SKIPPED"))
+            self.report_info(f"Package {self.job_boundary}: {done} of {len(states)} dataset(s) ready", Qgis.Success if done == len(states) else Qgis.Warning)
+        self.job_finished.emit(status)
+        if self.ui.autoLoadCheck.isChecked() and any(s in ("SUCCESS", "SKIPPED") for s in states.values()):
+            self.load_package(self.job_boundary)
+
+    def cancel_job(self) -> None:
+        if not self.job_id:
+            return
+        job_id = self.job_id
+        self.ui.cancelButton.setEnabled(False)
+        self.ui.jobLabel.setText(f"Cancelling job {job_id}…")
+        self.client.cancel_job(job_id, on_success=lambda status: job_id == self.job_id and isinstance(status, dict) and "job_group_processors" in status and self.show_job(status),
+                               on_error=lambda message, _s: self.report_error(f"Cancel job {job_id}", message))
+
+    # -- packages -----------------------------------------------------------------------------
+    def load_package(self, boundary_name: Optional[str] = None) -> None:
+        name = boundary_name or (self.boundary or {}).get("name")
+        if not name:
+            self.report_error("Load package", "choose a boundary first", Qgis.Warning)
+            return
+        self.client.package(name, on_success=self.download_package, on_error=lambda message, _s: self.report_error(f"Package {name!r}", message))
+
+    def download_package(self, package: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        if self.task is not None:
+            self.report_error("Load package", "a package is already being downloaded", Qgis.Warning)
+            return
+        files = package_files(package, self.client.url)
+        name = package["boundary_name"]
+        self.ui.jobLabel.setText(f"Downloading package {name} ({len(files)} file(s))…")
+
+        def done(ok: bool, result) -> None:
+            self.task = None
+            if self._closed:
+                return
+            if not ok:
+                self.ui.jobLabel.setText(f"Package {name} not loaded: {result.error}")
+                self.report_error(f"Download of package {name!r}", result.error)
+                return
+            report = add_package_layers(package, result.files)
+            self.ui.jobLabel.setText(
+                f"Package {name}: {len(report.added)} layer(s) added, {len(report.existing)} already in the project"
+                + (f", {len(report.failed)} not loadable" if report.failed else "")
+                + f" ({result.downloaded} downloaded, {result.cached} from cache)"
+            )
+            if report.failed:
+                self.report_error(f"Package {name!r}", "some files could not be loaded: " + "; ".join(report.failed), Qgis.Warning)
+            self.package_loaded.emit(report)
+
+        self.task = DownloadPackageTask(name, files, cache_dir(), done)
+        QgsApplication.taskManager().addTask(self.task)
+
+    # -- life cycle -------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop timers, abort requests and tasks, and remove what this panel put on the canvas."""
+        self._closed = True
+        self.search_timer.stop()
+        self.poll_timer.stop()
+        self.client.close()
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self.canvas.mapTool() is self.map_tool:
+            self.canvas.unsetMapTool(self.map_tool)
+        self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)
+        scene = self.canvas.scene()
+        if scene is not None and self.rubber_band.scene() is scene:
+            scene.removeItem(self.rubber_band)
+        self.rubber_band = None
+        self.map_tool.deleteLater()

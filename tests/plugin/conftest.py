@@ -1,0 +1,56 @@
+"""Fixtures for the plugin tests: real QGIS (pytest-qgis, offscreen) and a real backend subprocess.
+
+Run separately from the main suite, with pytest-qgis enabled:
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -q -o addopts=-ra tests/plugin
+The backend fixtures (`backend_env`, `backend`, `served`) come from tests/conftest.py.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+from qgis.core import Qgis, QgsSettings
+
+
+@pytest.fixture
+def message_bar(qgis_iface):
+    bar = qgis_iface.messageBar()
+    bar.clear_messages()
+    return bar
+
+
+def messages(bar, *levels) -> list[str]:
+    levels = levels or (Qgis.Info, Qgis.Warning, Qgis.Critical, Qgis.Success)
+    return [m for level in levels for m in bar.get_messages(level)]
+
+
+@pytest.fixture
+def plugin_settings(tmp_path) -> Iterator[QgsSettings]:
+    """Plugin settings pointing at a per-test download cache; removed afterwards."""
+    settings = QgsSettings()
+    settings.remove("ccg_autopkg")
+    settings.setValue("ccg_autopkg/cache_dir", str(tmp_path / "cache"))
+    yield settings
+    settings.remove("ccg_autopkg")
+
+
+@pytest.fixture
+def plugin(qgis_iface, qgis_new_project, plugin_settings, message_bar):
+    """The plugin loaded as QGIS loads it (classFactory + initGui), unloaded afterwards."""
+    import qgis_plugin
+
+    instance = qgis_plugin.classFactory(qgis_iface)
+    instance.initGui()
+    yield instance
+    instance.unload()
+
+
+@pytest.fixture
+def dock(plugin, served, qtbot):
+    """The panel connected to a real `autopkg serve` on loopback, processors listed."""
+    panel = plugin.dock
+    panel.ui.urlEdit.setText(served.url)
+    with qtbot.waitSignal(panel.processors_listed, timeout=20000):
+        panel.connect_backend()
+    assert panel.connected
+    return panel
