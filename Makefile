@@ -9,7 +9,7 @@ PIP_PACKAGES := huey sqlite-utils fastapi uvicorn httpx redis "frictionless>=5,<
 export QT_QPA_PLATFORM ?= offscreen
 export PROJ_DATA ?= /usr/share/proj
 
-.PHONY: install system-packages run test bench plugin-zip clean
+.PHONY: install system-packages run test bench plugin-zip plugin-dev-install qgis clean
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -33,8 +33,20 @@ $(VENV)/.installed: pyproject.toml Makefile | system-packages
 
 install: system-packages $(VENV)/.installed
 
-run: install
+run: install plugin-dev-install
 	$(VENV)/bin/autopkg serve
+
+# Development install into the user's QGIS profile: a plugin folder whose entries link to
+# qgis_plugin/ and the top-level metadata.txt (QGIS needs it inside the folder), enabled in QGIS3.ini.
+QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+plugin-dev-install:
+	mkdir -p $(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME) $(QGIS_PROFILE)/QGIS
+	for entry in qgis_plugin/*; do ln -sfn "$(CURDIR)/$$entry" "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME)/"; done
+	ln -sfn "$(CURDIR)/metadata.txt" "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME)/metadata.txt"
+	QT_QPA_PLATFORM=offscreen /usr/bin/python3 -c "from PyQt5.QtCore import QSettings; s = QSettings('$(QGIS_PROFILE)/QGIS/QGIS3.ini', QSettings.IniFormat); s.setValue('PythonPlugins/$(PLUGIN_NAME)', True); s.sync()"
+
+qgis: install plugin-dev-install
+	qgis --noversioncheck
 
 # The plugin tests need pytest-qgis (a QGIS application per process); the rest run without it.
 test: install
@@ -45,8 +57,16 @@ bench: install
 	$(PY) bench/bench_boundaries.py
 	$(PY) bench/bench_jobs.py
 
+# QGIS's "Install from ZIP" wants one top-level folder holding the plugin and its metadata.txt.
+PLUGIN_NAME := ccg_autopkg
 plugin-zip:
-	@echo "plugin-zip: filled by the QGIS plugin issue"; exit 1
+	rm -rf build/plugin && mkdir -p build/plugin/$(PLUGIN_NAME) dist
+	cp -r qgis_plugin/. build/plugin/$(PLUGIN_NAME)/
+	cp metadata.txt build/plugin/$(PLUGIN_NAME)/
+	find build/plugin -name __pycache__ -prune -exec rm -rf {} +
+	rm -f dist/$(PLUGIN_NAME).zip
+	cd build/plugin && /usr/bin/python3 -m zipfile -c ../../dist/$(PLUGIN_NAME).zip $(PLUGIN_NAME)
+	@echo "dist/$(PLUGIN_NAME).zip"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info
