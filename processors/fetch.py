@@ -242,7 +242,7 @@ def _timeouts(timeout: float | tuple[float, float]) -> tuple[float, float]:
     return (min(float(timeout), 10.0), float(timeout))
 
 
-class _Hasher:
+class Hasher:
     """sha256 + sha1 + byte count of the `.part` file, kept in step with what was appended."""
 
     def __init__(self) -> None:
@@ -277,7 +277,7 @@ class _Hasher:
 def _download(
     session, url, part: Path, label, expected: _Expected, retries, timeout, backoff, allow_html, report, check
 ) -> dict:
-    hasher = _Hasher()
+    hasher = Hasher()
     attempt = 0
     best = -1
     last_error: Exception | str | None = None
@@ -403,7 +403,7 @@ def _sleep(seconds: float, check: CancelCheck) -> None:
 def _copy_local(source: Path, part: Path, label, expected, report, check) -> dict:
     if not source.is_file():
         raise SourceUnavailable(f"cannot fetch {label}: not found in the mirror folder")
-    hasher = _Hasher()
+    hasher = Hasher()
     total = source.stat().st_size
     try:
         with open(source, "rb") as src, open(part, "wb") as dst:
@@ -470,7 +470,7 @@ def _cached_ok(destination: Path, expected: _Expected) -> bool:
     if record.get("size") != actual_size or any(
         getattr(expected, k) and not record.get(k) for k in ("sha256", "sha1")
     ):
-        hasher = _Hasher()
+        hasher = Hasher()
         hasher.catch_up(destination, actual_size)
         record = {"url": record.get("url", ""), **hasher.result()}
         _write_record(destination, record["url"], hasher.result())

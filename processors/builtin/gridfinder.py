@@ -1,0 +1,102 @@
+"""Gridfinder (Arderne et al. 2020): predicted power lines (vector) and two rasters.
+
+From Zenodo record 3628142: `grid.gpkg` (predicted MV/HV lines, kept whole when they intersect
+the boundary, like the predecessor), `targets.tif` (binary: predicted grid-connected locations)
+and `lv.tif` (low-voltage line length per cell), both clipped to the polygon as COGs. Three
+outputs: `gridfinder-version_1-{grid.gpkg,targets.tif,lv.tif}` with the boundary name. (The
+predecessor's `exists()` counted only the two TIFFs against 3 expected files, so it never saw a
+finished package; this processor returns all three in one resource.)
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from processors.base import Boundary, ProcessorContext, ProcessorMetadata, ProcessorOutput
+from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource
+from processors.fetch import cache_path, fetch
+from processors.vector import clip_vector_to_gpkg
+
+ZENODO_FILES = "https://zenodo.org/record/3628142/files/"
+GRID_URL = ZENODO_FILES + "grid.gpkg"
+
+
+class Gridfinder(RasterCatalogueProcessor):
+    """grid.gpkg (keep-whole lines) + targets.tif + lv.tif."""
+
+    name = "gridfinder"
+    version = "version_1"
+    metadata = ProcessorMetadata(
+        description="Gridfinder predicted power grid lines, grid-connected targets and low-voltage lines, clipped to the boundary",
+        dataset="gridfinder",
+        author="Arderne, Christopher; Nicolas, Claire; Zorn, Conrad; Koks, Elco E",
+        license=CC_BY_4,
+        origin_url="https://doi.org/10.5281/zenodo.3628142",
+        formats=("GeoPackage", "GeoTIFF"),
+        title="Gridfinder",
+        title_long="Gridfinder data from 'Predictive mapping of the global power system using open data'",
+        summary=(
+            "Predicted global medium- and high-voltage power grid lines (grid.gpkg; lines that "
+            "intersect the boundary are kept whole), a raster of locations predicted to be "
+            "grid-connected (targets.tif) and an estimate of low-voltage line length per cell "
+            "(lv.tif), from Arderne et al. (2020), Nature Scientific Data 7:19 "
+            "(doi:10.1038/s41597-019-0347-4). Rasters are clipped to the boundary polygon."
+        ),
+        citation=(
+            "Arderne, Christopher, Nicolas, Claire, Zorn, Conrad, & Koks, Elco E. (2020). Data from: "
+            "Predictive mapping of the global power system using open data [Data set]. In Nature "
+            "Scientific Data (1.1.1, Vol. 7, Number Article 19). Zenodo. "
+            "https://doi.org/10.5281/zenodo.3628142"
+        ),
+    )
+    sources = (
+        RasterSource(url=ZENODO_FILES + "targets.tif", part="targets"),
+        RasterSource(url=ZENODO_FILES + "lv.tif", part="lv"),
+    )
+    grid_url = GRID_URL
+    output_format = "mixed"
+
+    @classmethod
+    def total_expected_files(cls) -> int:
+        return len(cls.raster_sources()) + 1
+
+    def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
+        # Rasters first: a boundary outside the data ends the run before the large grid.gpkg.
+        rasters = super().generate(boundary, context)
+        context.progress(90, "fetching grid.gpkg")
+        grid = fetch(
+            self.grid_url,
+            cache_path(self.grid_url, Path(context.source_dir)),
+            mirror=context.options.get("source_mirror") or None,
+            check_cancelled=context.check_cancelled,
+        )
+        filename = self.output_filename(boundary, "gpkg", part="grid")
+        scratch = Path(context.processing_dir) / filename
+        try:
+            result = clip_vector_to_gpkg(
+                grid,
+                layer=None,
+                boundary=boundary.shape(),
+                destination=scratch,
+                keep_whole=True,
+                progress=lambda percent, step: context.progress(90 + 0.09 * percent, step),
+                check_cancelled=context.check_cancelled,
+            )
+            shutil.move(str(scratch), str(Path(context.output_dir) / filename))
+        except BaseException:
+            scratch.unlink(missing_ok=True)
+            for name in rasters.files:
+                (Path(context.output_dir) / name).unlink(missing_ok=True)
+            raise
+        context.progress(100, f"wrote {result.feature_count} grid lines and {len(rasters.files)} rasters")
+        return ProcessorOutput(
+            files=[filename] + rasters.files,
+            format=self.output_format,
+            description=(
+                f"{self.metadata.title} for {boundary.name_long or boundary.name}: "
+                f"{result.feature_count} grid lines (GeoPackage, {result.crs}) and "
+                f"{len(rasters.files)} Cloud-Optimised GeoTIFFs ({rasters.extra.get('crs')})"
+            ),
+            extra={"grid_features": result.feature_count, "crs": rasters.extra.get("crs"), "grid_crs": result.crs},
+        )
+
