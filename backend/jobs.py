@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from huey import RedisHuey, SqliteHuey, group

@@ -18,7 +18,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from backend import __version__
 from backend.boundaries import NAME_PATTERN as SAFE_NAME  # package folders are named after boundaries

@@ -1,5 +1,5 @@
 """Pure data processing: one module per dataset. Imports neither qgis nor backend."""
-from processors.base import (  # noqa: F401  (the public interface of the package)
+from processors.base import (
     Boundary,
     DataLicense,
     Processor,
@@ -7,3 +7,5 @@ from processors.base import (  # noqa: F401  (the public interface of the packag
     ProcessorMetadata,
     ProcessorOutput,
 )
+
+__all__ = ["Boundary", "DataLicense", "Processor", "ProcessorContext", "ProcessorMetadata", "ProcessorOutput"]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -57,7 +58,8 @@ from shapely.geometry import (
 )
 from shapely.prepared import prep
 
-from processors.errors import SourceUnavailable
+from processors.base import Boundary, ProcessorContext
+from processors.errors import NoDataForBoundary, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +384,40 @@ def _remove_gpkg(path: Path) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+
+
+def clip_vector_into_output(
+    source: Path,
+    *,
+    layer: str | None,
+    boundary: Boundary,
+    context: ProcessorContext,
+    filename: str,
+    keep_whole: bool = False,
+    output_layer: str | None = None,
+    progress_range: tuple[float, float] = (0.0, 100.0),
+    empty_error: str | None = None,
+) -> VectorClipResult:
+    """Clip into the processing folder, then move the GeoPackage into `context.output_dir`.
+
+    With `empty_error`, a boundary that no feature overlaps raises `NoDataForBoundary(empty_error)`;
+    nothing is left behind on any failure."""
+    start, end = progress_range
+    scratch = Path(context.processing_dir) / filename
+    try:
+        result = clip_vector_to_gpkg(
+            source,
+            layer=layer,
+            boundary=boundary.shape(),
+            destination=scratch,
+            keep_whole=keep_whole,
+            output_layer=output_layer,
+            progress=lambda percent, step: context.progress(start + (end - start) * percent / 100, step),
+            check_cancelled=context.check_cancelled,
+        )
+        if result.feature_count == 0 and empty_error:
+            raise NoDataForBoundary(empty_error)
+        shutil.move(str(scratch), str(Path(context.output_dir) / filename))
+    finally:
+        scratch.unlink(missing_ok=True)
+    return result

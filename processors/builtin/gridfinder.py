@@ -9,13 +9,12 @@ finished package; this processor returns all three in one resource.)
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from processors.base import Boundary, ProcessorContext, ProcessorMetadata, ProcessorOutput
 from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource
 from processors.fetch import cache_path, fetch
-from processors.vector import clip_vector_to_gpkg
+from processors.vector import clip_vector_into_output
 
 ZENODO_FILES = "https://zenodo.org/record/3628142/files/"
 GRID_URL = ZENODO_FILES + "grid.gpkg"
@@ -71,20 +70,17 @@ class Gridfinder(RasterCatalogueProcessor):
             check_cancelled=context.check_cancelled,
         )
         filename = self.output_filename(boundary, "gpkg", part="grid")
-        scratch = Path(context.processing_dir) / filename
         try:
-            result = clip_vector_to_gpkg(
+            result = clip_vector_into_output(
                 grid,
                 layer=None,
-                boundary=boundary.shape(),
-                destination=scratch,
+                boundary=boundary,
+                context=context,
+                filename=filename,
                 keep_whole=True,
-                progress=lambda percent, step: context.progress(90 + 0.09 * percent, step),
-                check_cancelled=context.check_cancelled,
+                progress_range=(90, 99),
             )
-            shutil.move(str(scratch), str(Path(context.output_dir) / filename))
         except BaseException:
-            scratch.unlink(missing_ok=True)
             for name in rasters.files:
                 (Path(context.output_dir) / name).unlink(missing_ok=True)
             raise

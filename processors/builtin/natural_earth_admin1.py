@@ -1,12 +1,11 @@
 """Natural Earth admin-1 (states and provinces), from the copy QGIS ships in `world_map.gpkg`."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from processors.base import Boundary, DataLicense, Processor, ProcessorContext, ProcessorMetadata, ProcessorOutput
-from processors.errors import NoDataForBoundary, SourceUnavailable
-from processors.vector import clip_vector_to_gpkg
+from processors.errors import SourceUnavailable
+from processors.vector import clip_vector_into_output
 
 #: Where Debian's (and most Linux) QGIS packages install Natural Earth's world map.
 DEFAULT_WORLD_MAP_GPKG = Path("/usr/share/qgis/resources/data/world_map.gpkg")
@@ -54,24 +53,16 @@ class NaturalEarthAdmin1(Processor):
         context.progress(0, f"reading {SOURCE_LAYER} from {source.name}")
 
         filename = self.output_filename(boundary, "gpkg")
-        scratch = Path(context.processing_dir) / filename
-        result = clip_vector_to_gpkg(
+        result = clip_vector_into_output(
             source,
             layer=SOURCE_LAYER,
-            boundary=boundary.shape(),
-            destination=scratch,
+            boundary=boundary,
+            context=context,
+            filename=filename,
             output_layer=SOURCE_LAYER,
-            progress=lambda percent, step: context.progress(2 + 0.9 * percent, step),
-            check_cancelled=context.check_cancelled,
+            progress_range=(2, 92),
+            empty_error=f"no Natural Earth state or province overlaps boundary {boundary.name!r}",
         )
-        if result.feature_count == 0:
-            scratch.unlink(missing_ok=True)
-            raise NoDataForBoundary(
-                f"no Natural Earth state or province overlaps boundary {boundary.name!r}"
-            )
-
-        context.progress(95, "moving the GeoPackage into the package")
-        shutil.move(str(scratch), str(Path(context.output_dir) / filename))
         context.progress(100, f"wrote {result.feature_count} states and provinces")
         return ProcessorOutput(
             files=[filename],

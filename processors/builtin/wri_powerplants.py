@@ -19,9 +19,9 @@ from fiona.crs import from_epsg
 
 from processors.base import Boundary, Processor, ProcessorContext, ProcessorMetadata, ProcessorOutput
 from processors.catalogue import CC_BY_4
-from processors.errors import NoDataForBoundary, SourceCorrupt
+from processors.errors import SourceCorrupt
 from processors.fetch import cache_path, extract_archive, fetch, file_lock
-from processors.vector import clip_vector_to_gpkg
+from processors.vector import clip_vector_into_output
 
 SOURCE_URL = "https://wri-dataportal-prod.s3.amazonaws.com/manual/global_power_plant_database_v_1_3.zip"
 SOURCE_SHA1 = "083f11452efc1ed0e8fb1494f0ce49e5c37718e2"
@@ -139,21 +139,17 @@ class WriPowerplants(Processor):
         context.progress(0, "fetching the Global Power Plant Database")
         points = self._points(context)
         filename = self.output_filename(boundary, "gpkg")
-        scratch = Path(context.processing_dir) / filename
-        result = clip_vector_to_gpkg(
+        result = clip_vector_into_output(
             points,
             layer=LAYER,
-            boundary=boundary.shape(),
-            destination=scratch,
+            boundary=boundary,
+            context=context,
+            filename=filename,
             keep_whole=True,
             output_layer=LAYER,
-            progress=lambda percent, step: context.progress(20 + 0.75 * percent, step),
-            check_cancelled=context.check_cancelled,
+            progress_range=(20, 95),
+            empty_error=f"no power plant of the database lies within boundary {boundary.name!r}",
         )
-        if result.feature_count == 0:
-            scratch.unlink(missing_ok=True)
-            raise NoDataForBoundary(f"no power plant of the database lies within boundary {boundary.name!r}")
-        shutil.move(str(scratch), str(Path(context.output_dir) / filename))
         context.progress(100, f"wrote {result.feature_count} power plants")
         return ProcessorOutput(
             files=[filename],
