@@ -9,7 +9,7 @@ PIP_PACKAGES := huey sqlite-utils fastapi uvicorn httpx redis "frictionless>=5,<
 export QT_QPA_PLATFORM ?= offscreen
 export PROJ_DATA ?= /usr/share/proj
 
-.PHONY: install system-packages run test bench plugin-zip plugin-dev-install qgis clean
+.PHONY: install system-packages run test bench plugin-zip plugin-dev-install qgis screenshot clean
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -44,6 +44,9 @@ plugin-dev-install:
 	for entry in qgis_plugin/*; do ln -sfn "$(CURDIR)/$$entry" "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME)/"; done
 	ln -sfn "$(CURDIR)/metadata.txt" "$(QGIS_PROFILE)/python/plugins/$(PLUGIN_NAME)/metadata.txt"
 	QT_QPA_PLATFORM=offscreen /usr/bin/python3 -c "from PyQt5.QtCore import QSettings; s = QSettings('$(QGIS_PROFILE)/QGIS/QGIS3.ini', QSettings.IniFormat); s.setValue('PythonPlugins/$(PLUGIN_NAME)', True); s.sync()"
+
+screenshot: install
+	docs/make_screenshot.sh
 
 qgis: install plugin-dev-install
 	qgis --noversioncheck
