@@ -59,6 +59,7 @@ test: install
 bench: install
 	$(PY) bench/bench_boundaries.py
 	$(PY) bench/bench_jobs.py
+	$(PY) bench/bench_processors.py
 
 # QGIS's "Install from ZIP" wants one top-level folder holding the plugin and its metadata.txt.
 PLUGIN_NAME := ccg_autopkg
