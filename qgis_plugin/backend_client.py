@@ -40,6 +40,23 @@ def error_message(status: int | None, body: bytes, network_error: str = "") -> s
     return network_error or "no answer from the backend"
 
 
+def normalise_base_url(value: str) -> str:
+    return (value or DEFAULT_URL).strip().rstrip("/")
+
+
+def join_url(base_url: str, path: str, params: dict[str, Any] | None = None) -> str:
+    """Absolute URL of an API path (`/v1/...`) or of a package URI (`/packages/...`, absolute, file://)."""
+    if path.startswith(("http://", "https://", "file://")):
+        full = path
+    else:
+        full = normalise_base_url(base_url) + (path if path.startswith("/") else "/" + path)
+    if params:
+        query = {k: v for k, v in params.items() if v is not None and v != ""}
+        if query:
+            full += "?" + urlencode(query)
+    return full
+
+
 class BackendClient(QObject):
     """Calls to one backend base URL; `close()` aborts everything still in flight."""
 
@@ -56,17 +73,11 @@ class BackendClient(QObject):
 
     @base_url.setter
     def base_url(self, value: str) -> None:
-        self._base_url = (value or DEFAULT_URL).strip().rstrip("/")
+        self._base_url = normalise_base_url(value)
 
     def url(self, path: str, params: dict[str, Any] | None = None) -> str:
         """Absolute URL of an API path (`/v1/...`) or of a package URI (`/packages/...` or absolute)."""
-        if path.startswith(("http://", "https://")):
-            full = path
-        else:
-            full = self.base_url + (path if path.startswith("/") else "/" + path)
-        if params:
-            full += "?" + urlencode({k: v for k, v in params.items() if v is not None})
-        return full
+        return join_url(self.base_url, path, params)
 
     # -- API calls ----------------------------------------------------------------------------
     def liveness(self, on_success: Success, on_error: Failure) -> QNetworkReply:
@@ -92,6 +103,14 @@ class BackendClient(QObject):
         body = {"boundary_name": boundary_name, "processors": list(processors)}
         return self.post_json("/v1/jobs", body, on_success=on_success, on_error=on_error)
 
+    def packages(self, on_success: Success, on_error: Failure) -> QNetworkReply:
+        return self.get("/v1/packages", on_success=on_success, on_error=on_error)
+
+    def upload_boundary(self, geojson: dict[str, Any], on_success: Success, on_error: Failure,
+                        name: str | None = None, name_long: str | None = None) -> QNetworkReply:
+        """`POST /v1/boundaries`: a custom polygon (GeoJSON in EPSG:4326); answers the boundary."""
+        return self.post_json("/v1/boundaries", geojson, {"name": name, "name_long": name_long}, on_success=on_success, on_error=on_error)
+
     def job(self, job_id: str, on_success: Success, on_error: Failure) -> QNetworkReply:
         return self.get(f"/v1/jobs/{quote(job_id, safe='')}", on_success=on_success, on_error=on_error)
 
@@ -103,8 +122,8 @@ class BackendClient(QObject):
         reply = QgsNetworkAccessManager.instance().get(self._request(path, params))
         return self._track(reply, on_success, on_error)
 
-    def post_json(self, path: str, body: Any, *, on_success: Success, on_error: Failure) -> QNetworkReply:
-        request = self._request(path)
+    def post_json(self, path: str, body: Any, params: dict[str, Any] | None = None, *, on_success: Success, on_error: Failure) -> QNetworkReply:
+        request = self._request(path, params)
         request.setHeader(QNetworkRequest.ContentTypeHeader, "application/json")
         reply = QgsNetworkAccessManager.instance().post(request, QByteArray(json.dumps(body).encode("utf-8")))
         return self._track(reply, on_success, on_error)

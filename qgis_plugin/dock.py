@@ -25,11 +25,12 @@ from qgis.gui import QgsDockWidget, QgsRubberBand
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtWidgets import QFrame, QListWidgetItem, QProgressBar, QScrollArea, QTableWidgetItem, QWidget
+from qgis.PyQt.QtWidgets import QFrame, QListWidgetItem, QProgressBar, QScrollArea, QTableWidgetItem, QTreeWidgetItem, QWidget
 
 from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
 from .backend_client import DEFAULT_URL, BackendClient
-from .loader import DownloadPackageTask, add_package_layers, cache_dir, package_files
+from .geometry import NoPolygonsError, selected_polygons_geojson
+from .loader import DownloadPackageTask, add_package_layers, cache_dir, local_package_roots, package_files
 from .map_tool import WGS84, PickBoundaryMapTool
 
 UI_PATH = Path(__file__).resolve().parent / "ui" / "dock.ui"
@@ -40,6 +41,7 @@ POLL_INTERVAL_MS = 500
 MAX_POLL_ERRORS = 3
 BOUNDARY_ROLE = Qt.UserRole
 PROCESSOR_ROLE = Qt.UserRole
+PACKAGE_ROLE = Qt.UserRole
 
 
 def geojson_to_wkt(geometry: dict[str, Any]) -> str:
@@ -100,6 +102,7 @@ class CcgDockWidget(QgsDockWidget):
     job_updated = pyqtSignal(dict)
     job_finished = pyqtSignal(dict)
     package_loaded = pyqtSignal(object)  # loader.LoadReport
+    packages_listed = pyqtSignal(list)  # [{boundary_name, uri}], once every package's datasets are shown
     error_reported = pyqtSignal(str)
 
     def __init__(self, iface, parent: QWidget | None = None):
@@ -164,6 +167,11 @@ class CcgDockWidget(QgsDockWidget):
         ui.createButton.clicked.connect(self.create_package)
         ui.cancelButton.clicked.connect(self.cancel_job)
         ui.loadButton.clicked.connect(lambda: self.load_package())
+        ui.selectedButton.clicked.connect(self.use_selected_polygons)
+        ui.refreshPackagesButton.clicked.connect(self.refresh_packages)
+        ui.loadPackageButton.clicked.connect(self.load_selected_package)
+        ui.packagesTree.itemSelectionChanged.connect(lambda: ui.loadPackageButton.setEnabled(self.selected_package() is not None))
+        ui.packagesTree.itemDoubleClicked.connect(lambda *_: self.load_selected_package())
         ui.autoLoadCheck.toggled.connect(lambda on: QgsSettings().setValue(AUTOLOAD_SETTING, on))
         ui.progressTable.horizontalHeader().setStretchLastSection(True)
         # shown (by the user, or by QGIS restoring the window state) and not connected: connect
@@ -205,6 +213,7 @@ class CcgDockWidget(QgsDockWidget):
         self.ui.stateLabel.setText(f"Connected to {self.client.base_url}")
         self.connection_changed.emit(True)
         self.refresh_processors()
+        self.refresh_packages()
 
     def _connection_failed(self, message: str, _status: Optional[int]) -> None:
         self._connecting = False
@@ -290,6 +299,33 @@ class CcgDockWidget(QgsDockWidget):
             self.canvas.setMapTool(self.map_tool)
         elif self.canvas.mapTool() is self.map_tool:
             self.canvas.unsetMapTool(self.map_tool)
+
+    def use_selected_polygons(self) -> None:
+        """Upload the active layer's selected polygons (dissolved, EPSG:4326) as a custom boundary
+        and choose it."""
+        try:
+            geojson = selected_polygons_geojson(self.iface.activeLayer())
+        except NoPolygonsError as exc:
+            self.report_error("Use selected polygon(s)", str(exc), Qgis.Warning)
+            return
+        self.ui.selectedButton.setEnabled(False)
+        self.ui.boundaryLabel.setText("Uploading the selected polygon(s)…")
+
+        def uploaded(boundary: dict[str, Any]) -> None:
+            self.ui.selectedButton.setEnabled(True)
+            self.show_boundaries([{k: boundary.get(k) for k in ("id", "name", "name_long")}])
+            self.boundary = {"name": boundary["name"], "name_long": boundary.get("name_long")}
+            self.ui.boundaryLabel.setText(f"Chosen: {boundary.get('name_long') or boundary['name']} ({boundary['name']})")
+            if self.ui.boundaryList.count():
+                self.ui.boundaryList.setCurrentRow(0)
+            self.draw_boundary(boundary)
+
+        def failed(message: str, _status: Optional[int]) -> None:
+            self.ui.selectedButton.setEnabled(True)
+            self.ui.boundaryLabel.setText(f"Upload failed: {message}")
+            self.report_error("Upload of the selected polygon(s)", message)
+
+        self.client.upload_boundary(geojson, on_success=uploaded, on_error=failed)
 
     # -- processors ---------------------------------------------------------------------------
     def refresh_processors(self) -> None:
@@ -456,6 +492,7 @@ class CcgDockWidget(QgsDockWidget):
             done = sum(1 for s in states.values() if s in ("SUCCESS", "SKIPPED"))
             self.report_info(f"Package {self.job_boundary}: {done} of {len(states)} dataset(s) ready", Qgis.Success if done == len(states) else Qgis.Warning)
         self.job_finished.emit(status)
+        self.refresh_packages()
         if self.ui.autoLoadCheck.isChecked() and any(s in ("SUCCESS", "SKIPPED") for s in states.values()):
             self.load_package(self.job_boundary)
 
@@ -494,18 +531,80 @@ class CcgDockWidget(QgsDockWidget):
                 self.ui.jobLabel.setText(f"Package {name} not loaded: {result.error}")
                 self.report_error(f"Download of package {name!r}", result.error)
                 return
-            report = add_package_layers(package, result.files)
+            report = add_package_layers(package, result.files, outline=result.outline)
+            if result.outline_error:
+                QgsMessageLog.logMessage(f"boundary outline of {name}: {result.outline_error}", PLUGIN_NAME, Qgis.Warning)
             self.ui.jobLabel.setText(
                 f"Package {name}: {len(report.added)} layer(s) added, {len(report.existing)} already in the project"
                 + (f", {len(report.failed)} not loadable" if report.failed else "")
-                + f" ({result.downloaded} downloaded, {result.cached} from cache)"
+                + f" ({result.downloaded} downloaded, {result.cached} from cache"
+                + (f", {result.local} used in place" if result.local else "") + ")"
             )
             if report.failed:
                 self.report_error(f"Package {name!r}", "some files could not be loaded: " + "; ".join(report.failed), Qgis.Warning)
             self.package_loaded.emit(report)
 
-        self.task = DownloadPackageTask(name, files, cache_dir(), done)
+        self.task = DownloadPackageTask(name, files, cache_dir(), done, base_url=self.client.base_url,
+                                        local_roots=local_package_roots(self.client.base_url))
         QgsApplication.taskManager().addTask(self.task)
+
+    def refresh_packages(self) -> None:
+        """List the backend's packages, then each package's datasets (one request per package)."""
+        self._packages_seq = getattr(self, "_packages_seq", 0) + 1
+        seq = self._packages_seq
+        self.client.packages(on_success=lambda packages: seq == self._packages_seq and self.show_packages(packages, seq),
+                             on_error=lambda message, _s: self.report_error("Cannot list the packages", message))
+
+    def show_packages(self, packages: list[dict[str, Any]], seq: Optional[int] = None) -> None:
+        tree = self.ui.packagesTree
+        selected = self.selected_package()
+        tree.clear()
+        pending = {p["boundary_name"] for p in packages}
+        if not packages:
+            self.packages_listed.emit(packages)
+            return
+        for entry in packages:
+            name = entry["boundary_name"]
+            item = QTreeWidgetItem([name, ""])
+            item.setData(0, PACKAGE_ROLE, name)
+            item.setToolTip(0, self.client.url(entry.get("uri", "")))
+            tree.addTopLevelItem(item)
+            if name == selected:
+                item.setSelected(True)
+
+            def datasets(package: dict[str, Any], item=item, name=name) -> None:
+                if seq is not None and seq != self._packages_seq:
+                    return
+                title = (package.get("datapackage") or {}).get("title")
+                if title:
+                    item.setText(0, f"{title} ({name})")
+                count = 0
+                for dataset in package.get("datasets", []):
+                    child = QTreeWidgetItem([dataset.get("title") or dataset["name"], str(len(dataset.get("files", [])))])
+                    child.setToolTip(0, dataset["name"])
+                    child.setData(0, PACKAGE_ROLE, name)
+                    item.addChild(child)
+                    count += len(dataset.get("files", []))
+                item.setText(1, str(count))
+                settled(name)
+
+            def settled(name: str) -> None:
+                pending.discard(name)
+                if not pending and (seq is None or seq == self._packages_seq):
+                    self.packages_listed.emit(packages)
+
+            self.client.package(name, on_success=datasets, on_error=lambda _m, _s, name=name: settled(name))
+
+    def selected_package(self) -> Optional[str]:
+        items = self.ui.packagesTree.selectedItems()
+        return items[0].data(0, PACKAGE_ROLE) if items else None
+
+    def load_selected_package(self) -> None:
+        name = self.selected_package()
+        if not name:
+            self.report_error("Load package", "select a package in the list first", Qgis.Warning)
+            return
+        self.load_package(name)
 
     # -- life cycle -------------------------------------------------------------------------
     def shutdown(self) -> None:

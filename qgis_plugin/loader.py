@@ -1,14 +1,16 @@
 """Loading a data package into the project.
 
-`DownloadPackageTask` fetches the package's files over HTTP into a local cache folder in a
-worker thread (a `QgsTask`; `QgsBlockingNetworkRequest` is fine there), skipping files already
-cached with the same sha256. `add_package_layers` then runs on the GUI thread (from the task's
+`fetch_package` makes a package's files available locally from a worker thread (a `QgsTask`
+such as `DownloadPackageTask`, or a processing algorithm): the backend's own file when its package
+root is on this machine and the sha256 matches, else the download cache when it holds the same
+sha256, else a streamed download into the cache. `add_package_layers` then runs on the GUI thread (from the task's
 `finished()`): one group per boundary, one sub-group per dataset, one layer per file, layer
 metadata from the datapackage resource, and no duplicates when loaded twice.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -19,14 +21,15 @@ from qgis.core import (
     Qgis,
     QgsAbstractMetadataBase,
     QgsApplication,
-    QgsBlockingNetworkRequest,
     QgsColorRampShader,
     QgsGradientColorRamp,
     QgsFeedback,
+    QgsFillSymbol,
     QgsLayerMetadata,
     QgsLayerTreeGroup,
     QgsMapLayer,
     QgsMessageLog,
+    QgsNetworkAccessManager,
     QgsProject,
     QgsRasterBandStats,
     QgsRasterLayer,
@@ -40,11 +43,12 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QUrl
+from qgis.PyQt.QtCore import QEventLoop, QTimer, QUrl
 from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtNetwork import QNetworkRequest
+from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
+from .backend_client import error_message
 
 RASTER_EXTENSIONS = {".tif", ".tiff", ".vrt", ".nc", ".asc", ".img", ".jp2"}
 VECTOR_EXTENSIONS = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".csv", ".parquet"}
@@ -86,6 +90,10 @@ class DownloadResult:
     error: str = ""
     downloaded: int = 0
     cached: int = 0
+    local: int = 0  # used in place from the backend's package root on this machine
+    outline: Optional[Path] = None  # boundary.geojson for the outline layer
+    outline_error: str = ""
+    folder: Optional[Path] = None  # the local package folder (cache, or the backend's own folder)
 
 
 def package_files(package: dict[str, Any], absolute: Callable[[str], str]) -> list[PackageFile]:
@@ -97,14 +105,242 @@ def package_files(package: dict[str, Any], absolute: Callable[[str], str]) -> li
     return files
 
 
+# -- fetching (any thread: a QgsTask's run() or a processing algorithm) -------------------------
+LOCAL_ROOT_SETTING = f"{SETTINGS_PREFIX}/local_package_root"
+USE_LOCAL_SETTING = f"{SETTINGS_PREFIX}/use_local_packages"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+OUTLINE_FILE = "boundary.geojson"
+CANCEL_CHECK_MS = 100
+READ_BUFFER_BYTES = 1 << 20  # at most this much of a download waits in memory
+Progress = Callable[[float], None]
+
+
+def _backend_default_package_roots() -> list[Path]:
+    """Where a backend on this machine keeps its packages (its environment variables and defaults)."""
+    roots = []
+    if os.environ.get("CCGAUTOPKG_LOCALFS_STORAGE_BACKEND_ROOT"):
+        roots.append(Path(os.environ["CCGAUTOPKG_LOCALFS_STORAGE_BACKEND_ROOT"]))
+    if os.environ.get("CCGAUTOPKG_DATA_DIR"):
+        roots.append(Path(os.environ["CCGAUTOPKG_DATA_DIR"]) / "packages")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    roots.append(Path(base) / "ccg-autopkg" / "packages")
+    return roots
+
+
+def local_package_roots(base_url: str) -> list[Path]:
+    """Package roots on this machine whose files may be used in place of a download.
+
+    Setting `ccg_autopkg/use_local_packages` (default true) switches this off; setting
+    `ccg_autopkg/local_package_root` names the root explicitly (e.g. shared storage mounted here).
+    Without it, and only for a backend on loopback, the backend's own defaults are tried
+    (`CCGAUTOPKG_LOCALFS_STORAGE_BACKEND_ROOT`, `CCGAUTOPKG_DATA_DIR/packages`, the per-user data
+    folder). A local file is only ever used when its size and sha256 match the package's.
+    """
+    settings = QgsSettings()
+    if not settings.value(USE_LOCAL_SETTING, True, type=bool):
+        return []
+    explicit = settings.value(LOCAL_ROOT_SETTING, "", type=str)
+    if explicit:
+        return [Path(explicit)] if Path(explicit).is_dir() else []
+    if QUrl(base_url).host().lower() not in LOOPBACK_HOSTS:
+        return []
+    seen, roots = set(), []
+    for root in _backend_default_package_roots():
+        if root.is_dir() and root.resolve() not in seen:
+            seen.add(root.resolve())
+            roots.append(root)
+    return roots
+
+
+def _inside(root: Path, relative: str) -> Optional[Path]:
+    path = (root / relative).resolve()
+    return path if root.resolve() in path.parents else None
+
+
+def find_local_copy(boundary_name: str, f: PackageFile, roots: list[Path]) -> Optional[Path]:
+    """The package's own file on this machine (a file:// URI or under a local package root),
+    when it exists with the same size and sha256; else None."""
+    if not f.sha256:
+        return None  # nothing to check a local file against: download it
+    candidates = []
+    if f.uri.startswith("file://"):
+        candidates.append(Path(QUrl(f.uri).toLocalFile()))
+    for root in roots:
+        path = _inside(Path(root), f"{boundary_name}/{f.path}")
+        if path is not None:
+            candidates.append(path)
+    for path in candidates:
+        try:
+            if not path.is_file() or (f.bytes is not None and path.stat().st_size != f.bytes):
+                continue
+            if sha256_of(path) == f.sha256:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def stream_download(url: str, local: Path, sha256: str = "", feedback: Optional[QgsFeedback] = None,
+                    on_bytes: Optional[Callable[[int, int], None]] = None) -> None:
+    """GET `url` into `local`, writing chunks to a `.part-` file as they arrive (never the whole
+    file in memory), checking the sha256, then renaming into place.
+
+    Runs a local event loop in the calling thread with that thread's `QgsNetworkAccessManager`
+    (QGIS keeps one per thread): meant for worker threads (QgsTask, processing). Cancellation:
+    `feedback.isCanceled()` is checked every 100 ms and aborts the reply.
+    """
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=".part-")
+    handle = os.fdopen(fd, "wb")
+    digest = hashlib.sha256()
+    error_body = bytearray()
+    received = [0]
+    request = QNetworkRequest(QUrl(url))
+    request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
+    request.setAttribute(QNetworkRequest.FollowRedirectsAttribute, True)
+    if hasattr(request, "setTransferTimeout"):
+        request.setTransferTimeout(60000)  # no byte for a minute: give up
+    loop = QEventLoop()
+    reply = QgsNetworkAccessManager.instance().get(request)
+    reply.setReadBufferSize(READ_BUFFER_BYTES)  # back-pressure: Qt stops reading the socket when full
+
+    def read() -> None:
+        data = bytes(reply.readAll())
+        if not data:
+            return
+        status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+        if status is not None and status >= 400:
+            if len(error_body) < 65536:
+                error_body.extend(data[:65536])
+            return
+        handle.write(data)
+        digest.update(data)
+        received[0] += len(data)
+        if on_bytes is not None:  # per chunk: Qt's downloadProgress may come only at the end
+            total = reply.header(QNetworkRequest.ContentLengthHeader)
+            on_bytes(received[0], int(total) if total is not None else -1)
+
+    def check_cancel() -> None:
+        if feedback is not None and feedback.isCanceled() and reply.isRunning():
+            reply.abort()
+
+    timer = QTimer()
+    timer.setInterval(CANCEL_CHECK_MS)
+    timer.timeout.connect(check_cancel)
+    reply.readyRead.connect(read)
+    reply.finished.connect(loop.quit)
+    try:
+        timer.start()
+        if not reply.isFinished():
+            loop.exec_()
+        timer.stop()
+        read()  # whatever arrived with the final chunk
+        handle.close()
+        status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+        if feedback is not None and feedback.isCanceled():
+            raise RuntimeError("cancelled")
+        if reply.error() != QNetworkReply.NoError or status is None or status >= 400:
+            raise RuntimeError(f"download of {url} failed: {error_message(status, bytes(error_body), reply.errorString())}")
+        got = digest.hexdigest()
+        if sha256 and got != sha256:
+            raise RuntimeError(f"download of {url}: sha256 {got} does not match the package's {sha256}")
+        os.replace(tmp, local)
+    except BaseException:
+        if not handle.closed:
+            handle.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        timer.stop()
+        reply.deleteLater()
+
+
+def fetch_boundary_outline(client, boundary_name: str, target: Path) -> Path:
+    """`GET /v1/boundaries/{name}` written as a one-feature GeoJSON file (for the outline layer)."""
+    boundary = client.boundary(boundary_name)
+    feature = {"type": "Feature", "properties": {"name": boundary.get("name"), "name_long": boundary.get("name_long")}, "geometry": boundary["geometry"]}
+    document = json.dumps({"type": "FeatureCollection", "name": f"{boundary_name} boundary", "features": [feature]})
+    path = target / OUTLINE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not (path.is_file() and path.read_text(encoding="utf-8") == document):
+        tmp = path.with_name(f".part-{OUTLINE_FILE}")
+        tmp.write_text(document, encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+def fetch_package(boundary_name: str, files: list[PackageFile], cache_root: Path, *,
+                  feedback: Optional[QgsFeedback] = None, progress: Optional[Progress] = None,
+                  local_roots: Optional[list[Path]] = None, client=None) -> DownloadResult:
+    """Make every file of a package available locally (worker thread; raises on failure).
+
+    Per file: the package's own copy on this machine when one matches (`find_local_copy`), else the
+    cache `cache_root/<boundary>/<path>` when it holds the same sha256, else a streamed download
+    into the cache. With a `blocking_client.BlockingClient`, the boundary outline is fetched too.
+    """
+    result = DownloadResult(files=files)
+    target = Path(cache_root) / boundary_name
+    total = sum(f.bytes or 1 for f in files) or 1
+    done = 0
+
+    def cancelled() -> bool:
+        return feedback is not None and feedback.isCanceled()
+
+    for f in files:
+        if cancelled():
+            raise RuntimeError("cancelled")
+        local = _inside(target, f.path)
+        if local is None:
+            raise ValueError(f"unsafe path in package: {f.path!r}")
+        own = find_local_copy(boundary_name, f, local_roots or [])
+        if own is not None:
+            f.local_path = own
+            result.local += 1
+        elif local.is_file() and f.sha256 and sha256_of(local) == f.sha256:
+            f.local_path = local
+            result.cached += 1
+        else:
+            start = done
+
+            def on_bytes(received: int, _total: int, start=start) -> None:
+                if progress is not None:
+                    progress(100.0 * min(start + received, total) / total)
+
+            stream_download(f.uri, local, f.sha256, feedback, on_bytes)
+            f.local_path = local
+            f.downloaded = True
+            result.downloaded += 1
+        done += f.bytes or 1
+        if progress is not None:
+            progress(100.0 * done / total)
+    if client is not None:
+        try:
+            result.outline = fetch_boundary_outline(client, boundary_name, target)
+        except Exception as exc:  # the package is still usable without its outline
+            if cancelled():
+                raise RuntimeError("cancelled") from None
+            result.outline_error = str(exc)
+    result.folder = target
+    if files and result.local == len(files):  # everything used in place: that package folder
+        own = Path(str(files[0].local_path)[: -len(files[0].path)].rstrip("/\\"))
+        if own.is_dir():
+            result.folder = own
+    return result
+
+
 class DownloadPackageTask(QgsTask):
-    """Download the files of one package into `cache_root/<boundary>/<path>` (cancellable)."""
+    """Fetch the files of one package (see `fetch_package`) in a cancellable background task."""
 
     def __init__(self, boundary_name: str, files: list[PackageFile], cache_root: Path,
-                 on_done: Callable[[bool, DownloadResult], None]):
+                 on_done: Callable[[bool, DownloadResult], None], *, base_url: str = "",
+                 local_roots: Optional[list[Path]] = None):
         super().__init__(f"{PLUGIN_NAME}: download package {boundary_name}", QgsTask.CanCancel)
         self.boundary_name = boundary_name
-        self.target = Path(cache_root) / boundary_name
+        self.cache_root = Path(cache_root)
+        self.target = self.cache_root / boundary_name
+        self.files = files
+        self.base_url = base_url
+        self.local_roots = list(local_roots or [])
         self.result = DownloadResult(files=files)
         self.on_done = on_done
         self._feedback = QgsFeedback()
@@ -115,55 +351,20 @@ class DownloadPackageTask(QgsTask):
 
     def run(self) -> bool:  # worker thread: no widgets here
         try:
-            total = sum(f.bytes or 1 for f in self.result.files) or 1
-            done = 0
-            for f in self.result.files:
-                if self.isCanceled():
-                    self.result.error = "cancelled"
-                    return False
-                local = (self.target / f.path).resolve()
-                if self.target.resolve() not in local.parents:
-                    raise ValueError(f"unsafe path in package: {f.path!r}")
-                if not (local.is_file() and f.sha256 and sha256_of(local) == f.sha256):
-                    self._download(f, local)
-                    f.downloaded = True
-                    self.result.downloaded += 1
-                else:
-                    self.result.cached += 1
-                f.local_path = local
-                done += f.bytes or 1
-                self.setProgress(100.0 * done / total)
+            from .blocking_client import BlockingClient
+
+            client = BlockingClient(self.base_url, self._feedback) if self.base_url else None
+            self.result = fetch_package(self.boundary_name, self.files, self.cache_root, feedback=self._feedback,
+                                        progress=self.setProgress, local_roots=self.local_roots, client=client)
             return True
         except Exception as exc:  # reported in finished(); an exception must not leave run()
-            self.result.error = str(exc) or exc.__class__.__name__
+            self.result.error = "cancelled" if self.isCanceled() else (str(exc) or exc.__class__.__name__)
             return False
-
-    def _download(self, f: PackageFile, local: Path) -> None:
-        request = QgsBlockingNetworkRequest()
-        code = request.get(QNetworkRequest(QUrl(f.uri)), True, self._feedback)
-        if self.isCanceled():
-            raise RuntimeError("cancelled")
-        if code != QgsBlockingNetworkRequest.NoError:
-            raise RuntimeError(f"download of {f.uri} failed: {request.errorMessage()}")
-        content = bytes(request.reply().content())
-        digest = hashlib.sha256(content).hexdigest()
-        if f.sha256 and digest != f.sha256:
-            raise RuntimeError(f"download of {f.uri}: sha256 {digest} does not match the package's {f.sha256}")
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.replace(tmp, local)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     def finished(self, ok: bool) -> None:  # GUI thread
         if not ok and not self.result.error:
             self.result.error = "cancelled" if self.isCanceled() else "download failed"
         self.on_done(ok, self.result)
-
 
 # -- styles ------------------------------------------------------------------------------------
 RAMP_NAME = "Viridis"
@@ -286,13 +487,43 @@ class LoadReport:
     existing: list[QgsMapLayer] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "file: reason"
     group: Optional[QgsLayerTreeGroup] = None
+    outline: Optional[QgsVectorLayer] = None  # the boundary outline on top of the group
 
 
-def add_package_layers(package: dict[str, Any], files: list[PackageFile], project: QgsProject | None = None) -> LoadReport:
+def style_outline(layer: QgsVectorLayer) -> None:
+    """No fill, a bold outline: the boundary stays readable on top of every dataset."""
+    symbol = QgsFillSymbol.createSimple({"style": "no", "outline_style": "solid", "outline_color": "230,60,30,255", "outline_width": "0.8"})
+    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
+
+
+def add_outline_layer(group: QgsLayerTreeGroup, outline: Path, title: str, project: QgsProject) -> Optional[QgsVectorLayer]:
+    """The boundary outline (a GeoJSON file) as the first layer of `group`, once."""
+    wanted = os.path.normpath(str(outline))
+    for node in group.findLayers():
+        if node.layer() is not None and _source_path(node.layer().source()) == wanted:
+            if group.children().index(node) != 0:  # keep it on top
+                clone = node.clone()
+                group.insertChildNode(0, clone)
+                group.removeChildNode(node)
+                return clone.layer()
+            return node.layer()
+    layer = QgsVectorLayer(str(outline), f"{title} boundary", "ogr")
+    if not layer.isValid():
+        QgsMessageLog.logMessage(f"boundary outline {outline} cannot be opened", PLUGIN_NAME, Qgis.Warning)
+        return None
+    style_outline(layer)
+    project.addMapLayer(layer, False)
+    group.insertLayer(0, layer)
+    return layer
+
+
+def add_package_layers(package: dict[str, Any], files: list[PackageFile], project: QgsProject | None = None,
+                       outline: Optional[Path] = None) -> LoadReport:
     """Add the package's files to the project under `<boundary title>/<dataset title>`.
 
     Layers whose file is already in the dataset's group are not added again; files QGIS cannot
-    open are reported in `failed` and left out of the project.
+    open are reported in `failed` and left out of the project. With `outline` (a GeoJSON file of
+    the boundary), the boundary outline is the group's first layer.
     """
     project = project or QgsProject.instance()
     datapackage = package.get("datapackage") or {}
@@ -330,6 +561,8 @@ def add_package_layers(package: dict[str, Any], files: list[PackageFile], projec
     if not group.children():
         root.removeChildNode(group)
         report.group = None
+    elif outline is not None:
+        report.outline = add_outline_layer(group, Path(outline), datapackage.get("title") or package.get("boundary_name", ""), project)
     for failure in report.failed:
         QgsMessageLog.logMessage(f"{package.get('boundary_name')}: {failure}", PLUGIN_NAME, Qgis.Warning)
     return report

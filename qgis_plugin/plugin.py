@@ -21,10 +21,25 @@ class CcgAutoPackagingPlugin:
         self.dock = None
         self.actions: list[QAction] = []
         self.toggle_action: Optional[QAction] = None
+        self.provider = None
 
     # -- QGIS plugin API ------------------------------------------------------------------------
+    def initProcessing(self) -> None:  # noqa: N802
+        """The processing provider (QGIS also calls this for processing-only use)."""
+        if self.provider is not None:
+            return
+        from qgis.core import QgsApplication
+
+        from .processing_provider import CcgProcessingProvider
+
+        self.provider = CcgProcessingProvider()
+        if not QgsApplication.processingRegistry().addProvider(self.provider):
+            self.provider = None
+
     def initGui(self) -> None:  # noqa: N802
         from .dock import CcgDockWidget
+
+        self.initProcessing()
 
         main = self.iface.mainWindow()
         icon = QIcon(ICON_PATH)
@@ -74,6 +89,11 @@ class CcgAutoPackagingPlugin:
 
     def unload(self) -> None:
         main = self.iface.mainWindow()
+        if self.provider is not None:
+            from qgis.core import QgsApplication
+
+            QgsApplication.processingRegistry().removeProvider(self.provider)  # deletes the provider
+            self.provider = None
         if self.dock is not None:
             self.dock.shutdown()
             self.iface.removeDockWidget(self.dock)

@@ -30,6 +30,8 @@ def plugin_settings(tmp_path) -> Iterator[QgsSettings]:
     settings = QgsSettings()
     settings.remove("ccg_autopkg")
     settings.setValue("ccg_autopkg/cache_dir", str(tmp_path / "cache"))
+    # downloads over HTTP unless a test asks for local package roots (this machine may have some)
+    settings.setValue("ccg_autopkg/use_local_packages", False)
     yield settings
     settings.remove("ccg_autopkg")
 

@@ -243,6 +243,13 @@ def test_create_package_progress_and_load_into_project(dock, served, message_bar
     assert layer.featureCount() == 6
     assert layer.renderer().type() == "singleSymbol" and layer.renderer().symbol().color().alpha() == 90  # styled polygons
     assert layer.id() in project.mapLayers()
+    # the boundary outline on top of the group: no fill, an outline, the boundary's polygon
+    outline = report.outline
+    assert outline is not None and outline.isValid() and group.children()[0].layer() is outline
+    assert outline.name() == "Gambia boundary" and outline.featureCount() == 1
+    fill = outline.renderer().symbol().symbolLayer(0)
+    assert fill.brushStyle() == Qt.NoBrush and fill.strokeWidth() == 0.8
+    assert outline.extent().contains(QgsPointXY(-15.3, 13.4)) and outline.extent().width() < 5
     # the file came over HTTP into the cache folder, checked against its sha256
     cache = Path(plugin_settings.value("ccg_autopkg/cache_dir"))
     local = cache / "gambia/datasets/natural_earth_admin1/version_1/data/natural_earth_admin1-version_1-gambia.gpkg"
@@ -263,8 +270,9 @@ def test_create_package_progress_and_load_into_project(dock, served, message_bar
     with qtbot.waitSignal(dock.package_loaded, timeout=30000) as again:
         dock.ui.loadButton.click()
     assert again.args[0].added == [] and again.args[0].existing == layers
-    assert len(project.mapLayers()) == 1
-    assert len(project.layerTreeRoot().findGroup("Gambia").findLayers()) == 1
+    assert len(project.mapLayers()) == 2  # the dataset layer and the boundary outline
+    assert len(project.layerTreeRoot().findGroup("Gambia").findLayers()) == 2
+    assert again.args[0].outline is report.outline
     assert "from cache" in dock.ui.jobLabel.text() and "0 downloaded" in dock.ui.jobLabel.text()
 
 

@@ -1,0 +1,318 @@
+"""Processing provider `ccg_autopkg`: "Create data package" and "Load data package".
+
+The algorithms run in processing's worker thread (or the caller's thread for `processing.run()`):
+HTTP goes through `QgsBlockingNetworkRequest` (`blocking_client.BlockingClient`), package files
+through `loader.fetch_package` (the same code the dock's download task uses). Adding layers to the
+project happens in `postProcessAlgorithm`, which runs on the thread of the context's project.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from qgis.core import (
+    QgsApplication,
+    QgsFeatureRequest,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputFolder,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterString,
+    QgsProcessingProvider,
+    QgsProject,
+    QgsSettings,
+)
+from qgis.PyQt.QtCore import QThread
+from qgis.PyQt.QtGui import QIcon
+
+from .__about__ import ICON_PATH, PLUGIN_NAME, SETTINGS_PREFIX, __version__
+from .backend_client import DEFAULT_URL
+from .blocking_client import BackendRequestError, BlockingClient
+from .geometry import NoPolygonsError, dissolve_to_wgs84, geometry_to_geojson
+from .loader import DownloadResult, add_package_layers, cache_dir, fetch_package, local_package_roots, package_files
+
+PROVIDER_ID = "ccg_autopkg"
+URL_SETTING = f"{SETTINGS_PREFIX}/backend_url"
+POLL_SECONDS = 0.5
+JOB_SHARE = 80.0  # progress: the job up to 80 %, fetching the files the rest
+
+
+def default_backend_url() -> str:
+    return QgsSettings().value(URL_SETTING, DEFAULT_URL, type=str) or DEFAULT_URL
+
+
+def _on_context_thread(context: QgsProcessingContext) -> bool:
+    thread = context.thread() if hasattr(context, "thread") else None
+    app = QgsApplication.instance()
+    return QThread.currentThread() is (thread or (app.thread() if app is not None else None))
+
+
+class _PackageAlgorithm(QgsProcessingAlgorithm):
+    """Shared parts: backend URL parameter, fetching and loading a package."""
+
+    BACKEND_URL = "BACKEND_URL"
+    LOAD = "LOAD"
+    BOUNDARY_NAME = "BOUNDARY_NAME"
+    PACKAGE_FOLDER = "PACKAGE_FOLDER"
+    PACKAGE_URL = "PACKAGE_URL"
+    LOADED_LAYERS = "LOADED_LAYERS"
+
+    def __init__(self):
+        super().__init__()
+        self._results: dict[str, Any] = {}
+        self._to_load: Optional[tuple[dict[str, Any], DownloadResult]] = None
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802
+        return ""
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON_PATH)
+
+    def _url_parameter(self) -> QgsProcessingParameterString:
+        return QgsProcessingParameterString(self.BACKEND_URL, "Backend URL", defaultValue=default_backend_url())
+
+    def _client(self, parameters, context, feedback) -> BlockingClient:
+        url = (self.parameterAsString(parameters, self.BACKEND_URL, context) or "").strip() or default_backend_url()
+        return BlockingClient(url, feedback)
+
+    def _fetch(self, client: BlockingClient, boundary: str, feedback: QgsProcessingFeedback, start: float, load: bool) -> DownloadResult:
+        """Package files into the cache (or the backend's own folder on this machine); sets outputs."""
+        package = client.package(boundary)
+        files = package_files(package, client.url)
+        feedback.pushInfo(f"Package {boundary}: {len(files)} file(s)")
+
+        def progress(percent: float) -> None:
+            feedback.setProgress(start + (100.0 - start) * percent / 100.0)
+
+        try:
+            result = fetch_package(boundary, files, cache_dir(), feedback=feedback, progress=progress,
+                                   local_roots=local_package_roots(client.base_url), client=client)
+        except RuntimeError as exc:
+            raise QgsProcessingException(f"Package {boundary}: {exc}") from None
+        feedback.pushInfo(f"{result.downloaded} downloaded, {result.cached} from the cache, {result.local} used in place")
+        if result.outline_error:
+            feedback.reportError(f"Boundary outline of {boundary}: {result.outline_error}", False)
+        self._results[self.PACKAGE_FOLDER] = str(result.folder or "")
+        self._results[self.PACKAGE_URL] = client.url(package.get("uri", ""))
+        if load:
+            self._to_load = (package, result)
+        return result
+
+    def postProcessAlgorithm(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
+        results = dict(self._results)
+        results.setdefault(self.LOADED_LAYERS, 0)
+        if self._to_load is None:
+            return results
+        package, fetched = self._to_load
+        self._to_load = None
+        if not _on_context_thread(context):
+            feedback.reportError("Not on the project's thread: the package was fetched but not added to the project; "
+                                 "run 'Load data package' to add it.", False)
+            return results
+        project = context.project() or QgsProject.instance()
+        report = add_package_layers(package, fetched.files, project, fetched.outline)
+        for failure in report.failed:
+            feedback.reportError(failure, False)
+        feedback.pushInfo(f"{len(report.added)} layer(s) added, {len(report.existing)} already in the project")
+        results[self.LOADED_LAYERS] = len(report.added) + len(report.existing)
+        return results
+
+
+class CreatePackageAlgorithm(_PackageAlgorithm):
+    """Submit a job for a boundary (by name, or a polygon layer uploaded as a custom boundary)."""
+
+    BOUNDARY = "BOUNDARY"
+    POLYGONS = "POLYGONS"
+    PROCESSORS = "PROCESSORS"
+    WAIT = "WAIT"
+    JOB_ID = "JOB_ID"
+    JOB_STATUS = "JOB_STATUS"
+
+    def name(self) -> str:
+        return "create_package"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Create data package"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Cuts the chosen datasets to a boundary on the CCG AutoPackaging backend.\n\n"
+            "Boundary: a boundary name from the backend (e.g. gambia, kenya_nairobi), or a polygon layer "
+            "(its polygons, or only the selected ones, are dissolved, reprojected to EPSG:4326 and uploaded "
+            "as a custom boundary; a boundary name given with it names the new boundary).\n"
+            "Datasets: comma-separated processor versions, 'dataset.version' "
+            "(e.g. natural_earth_admin1.version_1).\n"
+            "Wait for completion: follow the job, then fetch the package files into the local cache "
+            "(cancelling the algorithm cancels the job). Load into project: add the package as styled layers."
+        )
+
+    def createInstance(self) -> "CreatePackageAlgorithm":  # noqa: N802
+        return CreatePackageAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(self._url_parameter())
+        self.addParameter(QgsProcessingParameterString(self.BOUNDARY, "Boundary name", optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(self.POLYGONS, "or a polygon layer (uploaded as a custom boundary)",
+                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterString(self.PROCESSORS, "Datasets (comma-separated dataset.version)"))
+        self.addParameter(QgsProcessingParameterBoolean(self.WAIT, "Wait for completion", defaultValue=True))
+        self.addParameter(QgsProcessingParameterBoolean(self.LOAD, "Load into project", defaultValue=True))
+        self.addOutput(QgsProcessingOutputString(self.JOB_ID, "Job id"))
+        self.addOutput(QgsProcessingOutputString(self.JOB_STATUS, "Job status"))
+        self.addOutput(QgsProcessingOutputString(self.BOUNDARY_NAME, "Boundary name"))
+        self.addOutput(QgsProcessingOutputFolder(self.PACKAGE_FOLDER, "Package folder"))
+        self.addOutput(QgsProcessingOutputString(self.PACKAGE_URL, "Package URL"))
+        self.addOutput(QgsProcessingOutputNumber(self.LOADED_LAYERS, "Layers in the project"))
+
+    def processAlgorithm(self, parameters, context, feedback) -> dict[str, Any]:  # noqa: N802
+        client = self._client(parameters, context, feedback)
+        boundary = (self.parameterAsString(parameters, self.BOUNDARY, context) or "").strip()
+        processors = [p.strip() for p in (self.parameterAsString(parameters, self.PROCESSORS, context) or "").replace(";", ",").split(",") if p.strip()]
+        wait = self.parameterAsBool(parameters, self.WAIT, context)
+        load = self.parameterAsBool(parameters, self.LOAD, context)
+        if not processors:
+            raise QgsProcessingException("Give at least one dataset as 'dataset.version' (comma-separated)")
+        source = self.parameterAsSource(parameters, self.POLYGONS, context)
+        try:
+            if source is not None:
+                boundary = self._upload(client, source, boundary, context, feedback)
+            elif not boundary:
+                raise QgsProcessingException("Give a boundary name or a polygon layer")
+            job_id = client.submit_job(boundary, processors)
+        except BackendRequestError as exc:
+            raise QgsProcessingException(f"{client.base_url}: {exc}") from None
+        feedback.pushInfo(f"Job {job_id} submitted for {boundary}: {', '.join(processors)}")
+        self._results = {self.JOB_ID: job_id, self.JOB_STATUS: "PENDING", self.BOUNDARY_NAME: boundary,
+                         self.PACKAGE_FOLDER: "", self.PACKAGE_URL: "", self.LOADED_LAYERS: 0}
+        if not wait:
+            if load:
+                feedback.reportError("Load into project needs 'Wait for completion': nothing loaded", False)
+            return dict(self._results)
+        try:
+            status = self._follow(client, job_id, feedback)
+            self._results[self.JOB_STATUS] = status.get("job_group_status", "")
+            states = {p["processor_name"]: p.get("job_status") for p in status.get("job_group_processors", [])}
+            for p in status.get("job_group_processors", []):
+                if p.get("job_status") == "FAILURE":
+                    result = p.get("job_result") or {}
+                    feedback.reportError(f"{p['processor_name']} failed: {result.get('failed') or result}", False)
+            if status.get("job_group_cancelled"):
+                raise QgsProcessingException(f"Job {job_id} was cancelled")
+            ready = [n for n, s in states.items() if s in ("SUCCESS", "SKIPPED")]
+            if not ready:
+                raise QgsProcessingException(f"Job {job_id}: no dataset was produced ({', '.join(f'{n}: {s}' for n, s in states.items())})")
+            feedback.pushInfo(f"Package {boundary}: {len(ready)} of {len(states)} dataset(s) ready")
+            self._fetch(client, boundary, feedback, JOB_SHARE, load)
+        except BackendRequestError as exc:
+            if feedback.isCanceled():
+                raise QgsProcessingException("Cancelled") from None
+            raise QgsProcessingException(f"Job {job_id}: {exc}") from None
+        return dict(self._results)
+
+    def _upload(self, client: BlockingClient, source, name: str, context, feedback) -> str:
+        request = QgsFeatureRequest().setNoAttributes()
+        try:
+            geometry = dissolve_to_wgs84(source.getFeatures(request), source.sourceCrs(), context.transformContext())
+        except NoPolygonsError as exc:
+            raise QgsProcessingException(f"Polygon layer: {exc}") from None
+        boundary = client.upload_boundary(geometry_to_geojson(geometry), name=name or None, name_long=name or None)
+        feedback.pushInfo(f"Custom boundary {boundary['name']} ({boundary.get('name_long') or ''}) uploaded")
+        return boundary["name"]
+
+    def _follow(self, client: BlockingClient, job_id: str, feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        """Poll the job until COMPLETE; the algorithm's cancellation cancels the job (DELETE)."""
+        last_task = None
+        while True:
+            if feedback.isCanceled():
+                self._cancel(client, job_id, feedback)
+                raise QgsProcessingException(f"Cancelled: job {job_id} cancelled on the backend")
+            status = client.job(job_id)
+            feedback.setProgress(JOB_SHARE * float(status.get("job_group_percent_complete") or 0) / 100.0)
+            for p in status.get("job_group_processors", []):
+                task = (p.get("job_progress") or {}).get("current_task")
+                key = (p["processor_name"], p.get("job_status"), task)
+                if task and key != last_task:
+                    feedback.setProgressText(f"{p['processor_name']}: {p.get('job_status')} {task}")
+                    last_task = key
+            if status.get("job_group_status") == "COMPLETE":
+                return status
+            deadline = time.monotonic() + POLL_SECONDS
+            while time.monotonic() < deadline and not feedback.isCanceled():
+                time.sleep(0.05)
+
+    @staticmethod
+    def _cancel(client: BlockingClient, job_id: str, feedback: QgsProcessingFeedback) -> None:
+        plain = BlockingClient(client.base_url)  # the cancelled feedback would abort this request too
+        try:
+            plain.cancel_job(job_id)
+            feedback.pushInfo(f"Job {job_id} cancelled")
+        except BackendRequestError as exc:
+            feedback.reportError(f"Cancelling job {job_id} failed: {exc}", False)
+
+
+class LoadPackageAlgorithm(_PackageAlgorithm):
+    """Fetch an existing package and add it to the project."""
+
+    BOUNDARY = "BOUNDARY"
+
+    def name(self) -> str:
+        return "load_package"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Load data package"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Fetches the package of a boundary from the CCG AutoPackaging backend into the local cache "
+                "(files already cached with the same sha256 are kept; the backend's own files are used in place "
+                "when its package root is on this machine) and adds it to the project as styled layers.")
+
+    def createInstance(self) -> "LoadPackageAlgorithm":  # noqa: N802
+        return LoadPackageAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(self._url_parameter())
+        self.addParameter(QgsProcessingParameterString(self.BOUNDARY, "Boundary name"))
+        self.addParameter(QgsProcessingParameterBoolean(self.LOAD, "Load into project", defaultValue=True))
+        self.addOutput(QgsProcessingOutputString(self.BOUNDARY_NAME, "Boundary name"))
+        self.addOutput(QgsProcessingOutputFolder(self.PACKAGE_FOLDER, "Package folder"))
+        self.addOutput(QgsProcessingOutputString(self.PACKAGE_URL, "Package URL"))
+        self.addOutput(QgsProcessingOutputNumber(self.LOADED_LAYERS, "Layers in the project"))
+
+    def processAlgorithm(self, parameters, context, feedback) -> dict[str, Any]:  # noqa: N802
+        client = self._client(parameters, context, feedback)
+        boundary = (self.parameterAsString(parameters, self.BOUNDARY, context) or "").strip()
+        if not boundary:
+            raise QgsProcessingException("Give a boundary name")
+        self._results = {self.BOUNDARY_NAME: boundary, self.PACKAGE_FOLDER: "", self.PACKAGE_URL: "", self.LOADED_LAYERS: 0}
+        try:
+            self._fetch(client, boundary, feedback, 0.0, self.parameterAsBool(parameters, self.LOAD, context))
+        except BackendRequestError as exc:
+            raise QgsProcessingException(f"Package {boundary!r}: {exc}") from None
+        return dict(self._results)
+
+
+class CcgProcessingProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return PROVIDER_ID
+
+    def name(self) -> str:
+        return PLUGIN_NAME
+
+    def longName(self) -> str:  # noqa: N802
+        return f"{PLUGIN_NAME} {__version__}"
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON_PATH)
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        self.addAlgorithm(CreatePackageAlgorithm())
+        self.addAlgorithm(LoadPackageAlgorithm())
