@@ -1,6 +1,7 @@
 """The HTTP API (v1, compatible with the predecessor) and the package file server."""
 from __future__ import annotations
 
+import hmac
 import time
 import uuid
 from typing import Any
@@ -30,6 +31,19 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.service = service
     boundaries, packages, registry, queue = service.boundaries, service.packages, service.registry, service.queue
+
+    open_paths = {"/v1/liveness", "/v1/readiness", "/openapi.json", "/redoc", "/docs"}
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        """With CCGAUTOPKG_API_TOKEN set, a bearer token guards data and jobs (not health or docs)."""
+        token = service.settings.api_token if service.settings else ""
+        if token and request.url.path not in open_paths:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+                return JSONResponse({"detail": "missing or wrong API token (Authorization: Bearer <token>)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
 
     @app.exception_handler(BackendError)
     def backend_error(_: Request, exc: BackendError) -> JSONResponse:
@@ -126,6 +140,35 @@ def create_app(service: Service) -> FastAPI:
     def get_processor_version(name: str, version: str) -> dict[str, Any]:
         full = version if "." in version else f"{name}.{version}"
         return registry.get(full).describe()
+
+    @app.get("/v1/processors/{name}/{version}/estimate", tags=["processors"])
+    def estimate_processor(
+        name: str,
+        version: str,
+        boundary_name: str = Query(..., description="Name of a boundary from /v1/boundaries"),
+    ) -> dict[str, Any]:
+        """Estimated output size for a boundary, before running (no download):
+        `{processor, boundary_name, bytes, files, method}`."""
+        from pathlib import Path as _Path
+
+        from backend.errors import BoundaryNotFound
+        from backend.jobs import boundary_for_processors
+        from processors.base import ProcessorContext
+
+        full = version if "." in version else f"{name}.{version}"
+        processor = registry.get(full)  # 404 when unknown
+        try:
+            record = boundaries.get(boundary_name)
+        except BoundaryNotFound:
+            raise InvalidRequest(f"unknown boundary: {boundary_name!r}") from None
+        root = _Path(service.settings.localfs_processing_backend_root)
+        source_dir = root / processor.name / processor.version / "source_data"
+        scratch = root / "tmp" / "estimate"
+        context = ProcessorContext(output_dir=scratch, processing_dir=scratch, source_dir=source_dir,
+                                   options=queue.processor_options())
+        result = processor().estimate(boundary_for_processors(record), context)
+        return {"processor": full, "boundary_name": boundary_name, "bytes": result.get("bytes"),
+                "files": result.get("files"), "method": result.get("method", "")}
 
     # -- packages -------------------------------------------------------------------------------
     @app.get("/v1/packages", tags=["packages"])

@@ -73,7 +73,7 @@ def cmd_boundaries_load(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace):
     from backend.client import Client
 
-    return Client(args.url)
+    return Client(args.url, token=args.token)
 
 
 def _print(value: Any) -> None:
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     url = argparse.ArgumentParser(add_help=False)
     url.add_argument("--url", default=os.environ.get("CCGAUTOPKG_URL", "http://127.0.0.1:8000"), help="backend URL (env CCGAUTOPKG_URL)")
+    url.add_argument("--token", default=os.environ.get("CCGAUTOPKG_API_TOKEN") or None, help="API token (env CCGAUTOPKG_API_TOKEN)")
 
     p = sub.add_parser("serve", help="run the API with an embedded worker")
     p.add_argument("--host"), p.add_argument("--port", type=int), p.add_argument("--workers", type=int, help="0: API only")

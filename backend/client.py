@@ -20,10 +20,13 @@ class ClientError(Exception):
 class Client:
     """Talks to one backend over HTTP."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, timeout: float = 30.0, session: requests.Session | None = None):
+    def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 30.0,
+                 session: requests.Session | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = session or requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)

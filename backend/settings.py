@@ -32,6 +32,7 @@ class Settings:
     host: str = setting("127.0.0.1", "Address `autopkg serve` listens on.")
     port: int = setting(8000, "Port `autopkg serve` listens on.")
     workers: int = setting(2, "Worker threads of the embedded consumer (`serve`) or of `autopkg worker`.")
+    api_token: str = setting("", "When set, every route except liveness, readiness and the API docs requires `Authorization: Bearer <token>`.")
     packages_host_url: str = setting("", "Public base URL of the package files; empty means the API's own `/packages` route.")
     include_test_processors: bool = setting(False, "List the predecessor's `test_processor` and `test_fail_processor`.")
     test_processor_seconds: float = setting(1.0, "How long the test processors run.")

@@ -204,3 +204,23 @@ def test_bad_boundary_uploads_are_rejected_with_reason(served, payload, status, 
     response = served.post("/v1/boundaries", data=payload, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
+
+
+def test_api_token_guards_data_and_jobs_but_not_health(backend):
+    backend.env["CCGAUTOPKG_API_TOKEN"] = "s3cret"
+    backend.serve(workers=1)
+    assert backend.get("/v1/readiness").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        response = backend.get("/v1/boundaries/search", params={"name": "gambia"}, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["detail"] == "missing or wrong API token (Authorization: Bearer <token>)"
+    assert backend.get("/packages/gambia/index.html").status_code == 401
+    ok = backend.get("/v1/boundaries/search", params={"name": "gambia"}, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and ok.json()[0]["name"] == "gambia"
+
+    from backend.client import Client, ClientError
+
+    assert Client(backend.url, token="s3cret").search_boundaries(name="kenya")[0]["name"] == "kenya"
+    with pytest.raises(ClientError) as error:
+        Client(backend.url).processors()
+    assert error.value.status_code == 401
