@@ -126,3 +126,12 @@ class Processor:
     def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
         """Fetch sources, clip them to `boundary`, write into `context.output_dir`."""
         raise NotImplementedError
+
+    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict[str, Any]:
+        """Output size for `boundary` before running: `{"bytes", "files", "method"}`.
+
+        Must not download anything: it reads source metadata from `context.source_dir` when the
+        source was fetched before, or metadata the processor declares about its dataset
+        (see `processors.estimate`). `bytes`/`files` are None when the processor cannot tell.
+        """
+        return {"bytes": None, "files": None, "method": "this processor gives no estimate"}

@@ -36,7 +36,7 @@ import os
 import shutil
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Iterable
 from urllib.parse import unquote, urlsplit
@@ -45,7 +45,8 @@ import requests
 
 from processors.base import Boundary, DataLicense, Processor, ProcessorContext, ProcessorOutput
 from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, SourceUnavailable
-from processors.fetch import USER_AGENT, Hasher, cache_path, extract_archive, fetch, file_lock
+from processors.fetch import USER_AGENT, Hasher, cache_path, extract_archive, fetch, file_lock, synthetic_hashes
+from processors.estimate import DEFAULT_COMPRESSION_RATIO, RasterGrid, estimate_raster_sources
 from processors.raster import clip_raster_to_cog
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class RasterSource:
     size: int | None = None
     member_sha1: str | None = None
     member_sha256: str | None = None
+    grid: "RasterGrid | None" = None  # this file's grid, when it differs from the dataset's `grid`
 
     @property
     def filename(self) -> str:
@@ -125,6 +127,10 @@ class RasterCatalogueProcessor(Processor):
     max_extract_bytes: ClassVar[int] = 20 * 1024**3
     prefetch: ClassVar[int] = 4
     output_format: ClassVar[str] = "GeoTIFF"
+    #: The real dataset's grid (for estimates before the source is downloaded).
+    grid: ClassVar[RasterGrid | None] = None
+    #: Compressed/raw ratio of valid pixels in the output COGs (for estimates).
+    compression_ratio: ClassVar[float] = DEFAULT_COMPRESSION_RATIO
 
     @classmethod
     def raster_sources(cls) -> tuple[RasterSource, ...]:
@@ -145,6 +151,7 @@ class RasterCatalogueProcessor(Processor):
         total = len(sources)
         geometry = boundary.shape()
         mirror = context.options.get("source_mirror") or None
+        self._mirror = mirror
         source_dir = Path(context.source_dir)
         output_dir = Path(context.output_dir)
         stop = threading.Event()
@@ -248,6 +255,46 @@ class RasterCatalogueProcessor(Processor):
             extra={"crs": crs_name, "source_file_count": total},
         )
 
+    # ------------------------------------------------------------------------------ estimate
+
+    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
+        """Outputs' bytes and count from the source grid and the polygon (no download): the
+        cached source's grid when it was fetched before, else the declared `grid`."""
+        sources = list(self.raster_sources())
+        geometry = boundary.shape()
+        shared: tuple[RasterGrid, str] | None = None
+        grids = []
+        for src in sources:
+            if src.grid is None and shared is not None:
+                grids.append(shared)
+                continue
+            cached = self.cached_raster(src, Path(context.source_dir))
+            if cached is not None:
+                found = (RasterGrid.from_file(cached), "the cached source")
+            elif (src.grid or self.grid) is not None:
+                found = (src.grid or self.grid, "declared metadata")
+            else:
+                return {"bytes": None, "files": len(sources), "method": "no cached source and no declared grid"}
+            if src.grid is None:
+                shared = found
+            grids.append(found)
+        return estimate_raster_sources(grids, geometry, compression_ratio=self.compression_ratio)
+
+    @staticmethod
+    def cached_raster(src: RasterSource, source_dir: Path) -> Path | None:
+        """The GeoTIFF of `src` in the source cache, when it was fetched (and extracted) before."""
+        path = cache_path(src.url, source_dir)
+        if not src.is_archive:
+            return path if path.is_file() else None
+        folder = path.with_name(path.name + ".d")
+        if not (folder / _MARKER).is_file():
+            return None
+        if src.member:
+            exact = folder.joinpath(*PurePosixPath(src.member).parts)
+            if exact.is_file():
+                return exact
+        return next((p for p in folder.rglob(src.filename if src.member else "*.tif") if p.is_file()), None)
+
     # ------------------------------------------------------------------------------ helpers
 
     def _resolve(self, src: RasterSource, fetched: Path, index: dict, check) -> Path:
@@ -287,7 +334,11 @@ class RasterCatalogueProcessor(Processor):
                 shutil.rmtree(folder)
             extract_archive(archive, folder, max_bytes=self.max_extract_bytes, check_cancelled=check)
             record = {"archive": archive.name}
+            stand_in = synthetic_hashes(src.url, getattr(self, "_mirror", None))
             for member_src in self.raster_sources():
+                if stand_in is not None:  # generated stand-ins: their own hashes, from the manifest
+                    own = stand_in.get("members", {}).get(member_src.filename, {})
+                    member_src = replace(member_src, member_sha1=own.get("sha1"), member_sha256=own.get("sha256"))
                 if member_src.url != src.url or not (member_src.member_sha1 or member_src.member_sha256):
                     continue
                 path = next(iter(folder.rglob(member_src.filename)), None)

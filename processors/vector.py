@@ -41,7 +41,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import fiona
 from fiona.transform import transform_geom
@@ -122,6 +122,9 @@ def clip_vector_to_gpkg(
     output_layer: str | None = None,
     progress: ProgressCallback | None = None,
     check_cancelled: CancelCheck | None = None,
+    extra_layers: Sequence[str] = (),
+    explode: bool = False,
+    properties_schema: Mapping[str, str] | None = None,
 ) -> VectorClipResult:
     """Clip `layer` of `source` to the `boundary` polygon (shapely, EPSG:4326) into a GeoPackage.
 
@@ -129,7 +132,13 @@ def clip_vector_to_gpkg(
     name). With `keep_whole`, features crossing the boundary are written unclipped. `progress`
     receives (percent 0-100, step) now and then; `check_cancelled` is called every few hundred
     features and should raise to stop (nothing is left at `destination` then).
-    Raises `SourceUnavailable` when the source or layer cannot be opened.
+
+    `extra_layers`: further layers of `source` (same CRS) appended to the same output layer after
+    `layer`. `explode`: one output feature per part (like PostGIS `ST_Dump`), and the layer type
+    is the single-part type ("LineString" rather than "MultiLineString"). `properties_schema`:
+    a fixed output schema (`{name: fiona type}`); each record keeps those keys (missing -> null,
+    others dropped). Without it the first layer's schema is used.
+    Raises `SourceUnavailable` when the source or a layer cannot be opened.
     """
     source = Path(source)
     destination = Path(destination)
@@ -141,19 +150,23 @@ def clip_vector_to_gpkg(
     if not isinstance(boundary, (Polygon, MultiPolygon)):
         raise ValueError(f"the boundary must be a Polygon or MultiPolygon, not {boundary.geom_type}")
 
-    try:
-        src = fiona.open(source, layer=layer) if layer is not None else fiona.open(source)
-    except Exception as exc:  # fiona raises DriverError, ValueError (missing layer), ...
-        what = f"layer {layer!r} of {source}" if layer is not None else str(source)
-        raise SourceUnavailable(f"cannot open {what}: {exc}") from exc
+    def open_layer(name):
+        try:
+            return fiona.open(source, layer=name) if name is not None else fiona.open(source)
+        except Exception as exc:  # fiona raises DriverError, ValueError (missing layer), ...
+            what = f"layer {name!r} of {source}" if name is not None else str(source)
+            raise SourceUnavailable(f"cannot open {what}: {exc}") from exc
 
+    src = open_layer(layer)
     with src:
         crs_wkt = src.crs_wkt or ""
         epsg = _epsg(src)
         crs = f"EPSG:{epsg}" if epsg else crs_wkt
         source_type = src.schema.get("geometry") or "Unknown"
         out_type = output_geometry_type(source_type)
-        schema = {"geometry": out_type, "properties": src.schema["properties"]}
+        write_type = _single_type(out_type) if explode else out_type
+        props_schema = dict(properties_schema) if properties_schema is not None else src.schema["properties"]
+        schema = {"geometry": write_type, "properties": props_schema}
         layer_name = output_layer or src.name
 
         clip_geom = boundary
@@ -161,56 +174,69 @@ def clip_vector_to_gpkg(
             clip_geom = _reproject_boundary(boundary, crs_wkt)
         prepared = prep(clip_geom)
         bbox = clip_geom.bounds
+    names = [layer] + [n for n in extra_layers]
 
-        report(0.0, "counting candidate features")
-        total = 0
-        for _ in src.keys(bbox=bbox):
-            total += 1
-            if total % CANCEL_CHECK_EVERY == 0:
-                check()
-        check()
+    report(0.0, "counting candidate features")
+    total = 0
+    for name in names:
+        with open_layer(name) as s:
+            if name is not layer and (s.crs_wkt or "") != crs_wkt:
+                raise SourceUnavailable(f"layer {name!r} of {source} is not in the CRS of layer {layer!r}")
+            for _ in s.keys(bbox=bbox):
+                total += 1
+                if total % CANCEL_CHECK_EVERY == 0:
+                    check()
+    check()
 
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.gpkg")
-        counts = _Counts()
-        try:
-            with fiona.open(
-                tmp, "w", driver="GPKG", schema=schema, crs_wkt=crs_wkt or None, layer=layer_name
-            ) as dst:
-                batch: list[dict[str, Any]] = []
-                last_report = time.monotonic()
-                report(1.0, f"clipping {total} candidate features")
-                for feature in src.filter(bbox=bbox):
-                    counts.candidates += 1
-                    if counts.candidates % CANCEL_CHECK_EVERY == 0:
-                        check()
-                        now = time.monotonic()
-                        if now - last_report >= 0.5:
-                            last_report = now
-                            percent = 1.0 + 98.0 * counts.candidates / max(total, counts.candidates)
-                            report(percent, f"clipping: {counts.candidates}/{total} features read")
-                    record = _clip_feature(feature, prepared, clip_geom, keep_whole, out_type, counts)
-                    if record is None:
-                        continue
-                    batch.append(record)
-                    if len(batch) >= WRITE_BATCH_SIZE:
-                        dst.writerecords(batch)
-                        batch = []
-                if batch:
-                    dst.writerecords(batch)
-                check()
-            os.replace(tmp, destination)
-        except BaseException:
-            _remove_gpkg(tmp)
-            raise
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.gpkg")
+    counts = _Counts()
+    written = 0
+    try:
+        with fiona.open(
+            tmp, "w", driver="GPKG", schema=schema, crs_wkt=crs_wkt or None, layer=layer_name
+        ) as dst:
+            batch: list[dict[str, Any]] = []
+            last_report = time.monotonic()
+            report(1.0, f"clipping {total} candidate features")
+            for name in names:
+                with open_layer(name) as s:
+                    for feature in s.filter(bbox=bbox):
+                        counts.candidates += 1
+                        if counts.candidates % CANCEL_CHECK_EVERY == 0:
+                            check()
+                            now = time.monotonic()
+                            if now - last_report >= 0.5:
+                                last_report = now
+                                percent = 1.0 + 98.0 * counts.candidates / max(total, counts.candidates)
+                                report(percent, f"clipping: {counts.candidates}/{total} features read")
+                        record = _clip_feature(feature, prepared, clip_geom, keep_whole, out_type, counts)
+                        if record is None:
+                            continue
+                        if properties_schema is not None:
+                            props = record["properties"]
+                            record["properties"] = {k: props.get(k) for k in props_schema}
+                        for out in (_explode(record) if explode else (record,)):
+                            batch.append(out)
+                            written += 1
+                        if len(batch) >= WRITE_BATCH_SIZE:
+                            dst.writerecords(batch)
+                            batch = []
+            if batch:
+                dst.writerecords(batch)
+            check()
+        os.replace(tmp, destination)
+    except BaseException:
+        _remove_gpkg(tmp)
+        raise
 
-    feature_count = counts.kept_whole + counts.clipped
+    feature_count = written
     report(100.0, f"wrote {feature_count} features")
     return VectorClipResult(
         path=destination,
         layer=layer_name,
         feature_count=feature_count,
-        geometry_type=out_type,
+        geometry_type=write_type,
         crs=crs,
         crs_wkt=crs_wkt,
         candidates=counts.candidates,
@@ -218,6 +244,23 @@ def clip_vector_to_gpkg(
         clipped=counts.clipped,
         bounds=counts.bounds(),
     )
+
+
+def _single_type(geometry_type: str) -> str:
+    """"LineString" from "MultiLineString" (prefix kept); other types unchanged."""
+    prefix, base = _split_type(geometry_type)
+    return prefix + (base[len("Multi"):] if base.startswith("Multi") and base != "MultiPoint" else base)
+
+
+def _explode(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per part of a Multi(Line|Polygon) geometry (ST_Dump); others unchanged."""
+    geom = record["geometry"]
+    gtype = geom["type"]
+    if gtype not in ("MultiLineString", "MultiPolygon"):
+        return [record]
+    single = gtype[len("Multi"):]
+    return [{"geometry": {"type": single, "coordinates": part}, "properties": dict(record["properties"])}
+            for part in geom["coordinates"]]
 
 
 class _Counts:
@@ -397,8 +440,11 @@ def clip_vector_into_output(
     output_layer: str | None = None,
     progress_range: tuple[float, float] = (0.0, 100.0),
     empty_error: str | None = None,
+    **clip_options: Any,
 ) -> VectorClipResult:
     """Clip into the processing folder, then move the GeoPackage into `context.output_dir`.
+
+    `clip_options` go to `clip_vector_to_gpkg` (`extra_layers`, `explode`, `properties_schema`).
 
     With `empty_error`, a boundary that no feature overlaps raises `NoDataForBoundary(empty_error)`;
     nothing is left behind on any failure."""
@@ -414,6 +460,7 @@ def clip_vector_into_output(
             output_layer=output_layer,
             progress=lambda percent, step: context.progress(start + (end - start) * percent / 100, step),
             check_cancelled=context.check_cancelled,
+            **clip_options,
         )
         if result.feature_count == 0 and empty_error:
             raise NoDataForBoundary(empty_error)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from processors.base import Boundary, ProcessorContext, ProcessorMetadata, ProcessorOutput
 from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource
+from processors.estimate import RasterGrid, estimate_vector
 from processors.fetch import cache_path, fetch
 from processors.vector import clip_vector_into_output
 
@@ -49,15 +50,34 @@ class Gridfinder(RasterCatalogueProcessor):
         ),
     )
     sources = (
-        RasterSource(url=ZENODO_FILES + "targets.tif", part="targets"),
-        RasterSource(url=ZENODO_FILES + "lv.tif", part="lv"),
+        RasterSource(url=ZENODO_FILES + "targets.tif", part="targets",
+                     grid=RasterGrid("EPSG:4326", (-180.0, -60.0, 180.0, 84.0), 43200, 17280, "uint8")),
+        RasterSource(url=ZENODO_FILES + "lv.tif", part="lv",
+                     grid=RasterGrid("ESRI:54009", (-18041000.0, -9000000.0, 18041000.0, 9000000.0), 36082, 18000, "float32")),
     )
+    declared_grid_features = 1_200_000  # predicted MV/HV line segments in grid.gpkg
+    declared_grid_feature_bytes = 250
     grid_url = GRID_URL
     output_format = "mixed"
 
     @classmethod
     def total_expected_files(cls) -> int:
         return len(cls.raster_sources()) + 1
+
+    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
+        rasters = super().estimate(boundary, context)
+        cached = cache_path(self.grid_url, Path(context.source_dir))
+        grid = estimate_vector(
+            self, boundary, cached if cached.is_file() else None, layers=[None],
+            declared_features=self.declared_grid_features, declared_feature_bytes=self.declared_grid_feature_bytes,
+        )
+        if rasters["bytes"] is None:
+            return {"bytes": None, "files": self.total_expected_files(), "method": rasters["method"]}
+        return {
+            "bytes": rasters["bytes"] + grid["bytes"],
+            "files": rasters["files"] + 1,
+            "method": f"{rasters['method']}; grid.gpkg: {grid['method']}",
+        }
 
     def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
         # Rasters first: a boundary outside the data ends the run before the large grid.gpkg.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from processors.base import ProcessorMetadata
 from processors.catalogue import CC0, RasterCatalogueProcessor, RasterSource
+from processors.estimate import RasterGrid
 
 SOURCE_URL = "https://zenodo.org/record/7732393/files/lange2020_expected_occurrence.zip"
 DROUGHT_MODELS = ("clm45", "h08", "jules-w1", "lpjml", "mpi-hm", "orchidee", "pcr-globwb", "watergap2")
@@ -86,3 +87,4 @@ class IsimipDrought(RasterCatalogueProcessor):
     )
     expected_crs = "EPSG:4326"
     max_extract_bytes = 20 * 1024**3
+    grid = RasterGrid("EPSG:4326", (-180.0, -90.0, 180.0, 90.0), 720, 360, "float32")  # 0.5 degree

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from processors.base import ProcessorMetadata
 from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource
+from processors.estimate import RasterGrid
+
+MOLLWEIDE_BOUNDS = (-18041000.0, -9000000.0, 18041000.0, 9000000.0)
 
 JRC_FTP = "https://jeodpp.jrc.ec.europa.eu/ftp/jrc-opendata/GHSL/"
 POP_STEM = "GHS_POP_E2020_GLOBE_R2022A_54009_1000_V1_0"
@@ -65,6 +68,7 @@ class JrcGhslPopulation(RasterCatalogueProcessor):
     sources = (RasterSource(url=POP_URL, member=f"{POP_STEM}.tif"),)
     expected_crs = "ESRI:54009"
     max_extract_bytes = 20 * 1024**3
+    grid = RasterGrid("ESRI:54009", MOLLWEIDE_BOUNDS, 36082, 18000, "float32")  # 1 km
 
 
 class JrcGhslBuiltC(RasterCatalogueProcessor):
@@ -114,3 +118,5 @@ class JrcGhslBuiltC(RasterCatalogueProcessor):
     )
     expected_crs = "ESRI:54009"
     max_extract_bytes = 120 * 1024**3
+    grid = RasterGrid("ESRI:54009", MOLLWEIDE_BOUNDS, 3608200, 1800000, "uint8")  # 10 m
+    compression_ratio = 0.15  # classes, mostly empty land

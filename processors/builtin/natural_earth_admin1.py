@@ -46,6 +46,15 @@ class NaturalEarthAdmin1(Processor):
         citation="Natural Earth. Free vector and raster map data @ naturalearthdata.com.",
     )
 
+    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
+        from processors.estimate import estimate_vector
+
+        source = Path(context.options.get("world_map_gpkg") or DEFAULT_WORLD_MAP_GPKG)
+        return estimate_vector(
+            self, boundary, source if source.is_file() else None, layers=[SOURCE_LAYER],
+            declared_features=4_596, declared_feature_bytes=2_000,
+        )
+
     def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
         source = Path(context.options.get("world_map_gpkg") or DEFAULT_WORLD_MAP_GPKG)
         if not source.is_file():

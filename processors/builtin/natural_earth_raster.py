@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from processors.base import ProcessorMetadata
 from processors.catalogue import NATURAL_EARTH_TERMS, RasterCatalogueProcessor, RasterSource
+from processors.estimate import RasterGrid
 
 SOURCE_URL = "https://www.naturalearthdata.com/http//www.naturalearthdata.com/download/50m/raster/NE2_50M_SR.zip"
 
@@ -40,3 +41,5 @@ class NaturalEarthRaster(RasterCatalogueProcessor):
     sources = (RasterSource(url=SOURCE_URL, member="NE2_50M_SR/NE2_50M_SR.tif"),)
     expected_crs = "EPSG:4326"
     max_extract_bytes = 2 * 1024**3
+    grid = RasterGrid("EPSG:4326", (-180.0, -90.0, 180.0, 90.0), 10800, 5400, "uint8", 3)
+    compression_ratio = 0.45  # shaded-relief imagery compresses less than hazard grids

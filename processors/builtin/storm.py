@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from processors.base import ProcessorMetadata
 from processors.catalogue import CC0, RasterCatalogueProcessor, parts_from_stems
+from processors.estimate import RasterGrid
 
 ZENODO_FILES = "https://zenodo.org/record/7438145/files/"
 #: `constant` is the present-day baseline; the four GCMs are 2050 under RCP8.5.
@@ -52,3 +53,5 @@ class StormGlobalMosaics(RasterCatalogueProcessor):
     )
     sources = parts_from_stems(source_urls())
     expected_crs = "EPSG:4326"
+    #: 0.1 degree between 60 S and 60 N (declared for estimates; the cached file's grid wins).
+    grid = RasterGrid("EPSG:4326", (-180.0, -60.0, 180.0, 60.0), 3600, 1200, "float32")

@@ -47,6 +47,9 @@ class TestProcessor(Processor):
         context.progress(100, "written")
         return ProcessorOutput(files=[filename], format="GEOPKG", description=self.metadata.description)
 
+    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
+        return {"bytes": 4, "files": 1, "method": "fixed: the test processor writes a 4-byte file"}
+
 
 class TestFailProcessor(Processor):
     """Waits a little, then fails with a known message."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from processors.base import ProcessorMetadata
 from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, parts_from_stems
+from processors.estimate import RasterGrid
 
 BASE_URL = "http://wri-projects.s3.amazonaws.com/AqueductFloodTool/download/v2/"
 RIVER_GCMS = ("NorESM1-M", "GFDL-ESM2M", "HadGEM2-ES", "IPSL-CM5A-LR", "MIROC-ESM-CHEM")
@@ -85,3 +86,6 @@ class WriAqueduct(RasterCatalogueProcessor):
     )
     sources = parts_from_stems(source_urls())
     expected_crs = "EPSG:4326"
+    #: 30 arc-seconds (~1 km), global (declared for estimates).
+    grid = RasterGrid("EPSG:4326", (-180.0, -90.0, 180.0, 90.0), 43200, 21600, "float32")
+    compression_ratio = 0.2  # mostly dry (0 m) cells

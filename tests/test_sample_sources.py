@@ -1,0 +1,72 @@
+"""The offline sample mirror (`processors.samples`): built once, then every built-in processor's
+`generate()` runs for Kenya with `options={"source_mirror": folder}` and writes its outputs."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import fiona
+import pytest
+import rasterio
+
+from processors.builtin.natural_earth_admin1 import DEFAULT_WORLD_MAP_GPKG
+from processors.fetch import SYNTHETIC_MANIFEST, mirror_url
+from processors.registry import ProcessorRegistry
+from processors.samples import build_sample_mirror
+from test_catalogue import make_context
+from test_estimate import country
+
+pytestmark = pytest.mark.skipif(not DEFAULT_WORLD_MAP_GPKG.is_file(), reason="QGIS world_map.gpkg not installed")
+REGISTRY = ProcessorRegistry.discover()
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("samples")
+    started = time.monotonic()
+    report = build_sample_mirror(folder, world_map_gpkg=DEFAULT_WORLD_MAP_GPKG)
+    report["measured_seconds"] = time.monotonic() - started
+    return folder, report
+
+
+def test_mirror_is_small_quick_and_marked_synthetic(mirror):
+    folder, report = mirror
+    assert report["bytes"] < 200e6 and report["measured_seconds"] < 60
+    assert set(report["datasets"]) == set(REGISTRY.names())
+    assert report["datasets"]["natural_earth_admin1.version_1"].startswith("real")
+    manifest = json.loads((folder / SYNTHETIC_MANIFEST).read_text())
+    assert len(manifest["files"]) == report["files"]
+    storm = next(u for u in manifest["files"] if "STORM_FIXED_RETURN_PERIODS_constant_10_YR_RP" in u)
+    path = Path(mirror_url(storm, str(folder)))
+    assert (path.parent / "SYNTHETIC.txt").is_file()
+    with rasterio.open(path) as ds:
+        assert "SYNTHETIC" in ds.tags()["SYNTHETIC"]
+    gri = next(u for u in manifest["files"] if u.endswith("gri_osm_road_and_rail.gpkg"))
+    from osgeo import gdal
+
+    ds = gdal.OpenEx(mirror_url(gri, str(folder)))
+    assert "SYNTHETIC" in ds.GetMetadataItem("SYNTHETIC")
+    # STORM, Aqueduct, ISIMIP (245 in one zip), GHS-BUILT-C, GHS-POP, NE2, gridfinder (2 tifs + grid), NE roads, GRI, plants
+    assert len(manifest["files"]) == 140 + 379 + 1 + 2 + 1 + 1 + 3 + 1 + 1 + 1
+
+
+@pytest.mark.parametrize("name", REGISTRY.names())
+def test_every_processor_runs_for_kenya_offline(mirror, tmp_path, name):
+    folder, _ = mirror
+    cls = REGISTRY.get(name)
+    ctx, reports = make_context(tmp_path, str(folder))
+    ctx.options = {**ctx.options, "world_map_gpkg": str(DEFAULT_WORLD_MAP_GPKG)}
+    out = cls().generate(country("Kenya"), ctx)
+    assert out.files and sorted(p.name for p in ctx.output_dir.iterdir()) == sorted(out.files)
+    assert all(f.endswith("-kenya.tif") or f.endswith("-kenya.gpkg") for f in out.files)
+    expected = getattr(cls, "total_expected_files", lambda: 1)()
+    assert len(out.files) == expected
+    for f in out.files:
+        path = ctx.output_dir / f
+        if f.endswith(".gpkg"):
+            with fiona.open(path) as src:
+                assert len(src) > 0, f
+        else:
+            with rasterio.open(path) as ds:
+                assert ds.width > 0 and ds.height > 0
