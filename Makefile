@@ -9,7 +9,7 @@ PIP_PACKAGES := huey sqlite-utils fastapi uvicorn httpx redis "frictionless>=5,<
 export QT_QPA_PLATFORM ?= offscreen
 export PROJ_DATA ?= /usr/share/proj
 
-.PHONY: install system-packages run test bench plugin-zip plugin-dev-install qgis screenshot clean
+.PHONY: install system-packages sample-sources run test bench plugin-zip plugin-dev-install qgis screenshot clean
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -33,8 +33,16 @@ $(VENV)/.installed: pyproject.toml Makefile | system-packages
 
 install: system-packages $(VENV)/.installed
 
+# Without a configured mirror, `make run` serves from a small offline sample mirror (see README).
+DATA_DIR := $(or $(CCGAUTOPKG_DATA_DIR),$(or $(XDG_DATA_HOME),$(HOME)/.local/share)/ccg-autopkg)
+SAMPLE_SOURCES ?= $(DATA_DIR)/sample-sources
+
+sample-sources: install
+	test -f "$(SAMPLE_SOURCES)/SYNTHETIC.json" || $(PY) -m processors.samples "$(SAMPLE_SOURCES)"
+
 run: install plugin-dev-install
-	$(VENV)/bin/autopkg serve
+	@if [ -z "$$CCGAUTOPKG_SOURCE_MIRROR" ]; then $(MAKE) -s sample-sources; fi
+	CCGAUTOPKG_SOURCE_MIRROR="$${CCGAUTOPKG_SOURCE_MIRROR:-$(SAMPLE_SOURCES)}" $(VENV)/bin/autopkg serve
 
 # Development install into the user's QGIS profile: a plugin folder whose entries link to
 # qgis_plugin/ and the top-level metadata.txt (QGIS needs it inside the folder), enabled in QGIS3.ini.
