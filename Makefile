@@ -68,6 +68,7 @@ bench: install
 	$(PY) bench/bench_boundaries.py
 	$(PY) bench/bench_jobs.py
 	$(PY) bench/bench_processors.py
+	QT_QPA_PLATFORM=offscreen $(PY) bench/bench_plugin_gui.py
 
 # QGIS's "Install from ZIP" wants one top-level folder holding the plugin and its metadata.txt.
 PLUGIN_NAME := ccg_autopkg

@@ -14,6 +14,8 @@ from qgis.core import QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QByteArray, QObject, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
+from .auth import bearer_header
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_MS = 15000
 
@@ -60,9 +62,10 @@ def join_url(base_url: str, path: str, params: dict[str, Any] | None = None) -> 
 class BackendClient(QObject):
     """Calls to one backend base URL; `close()` aborts everything still in flight."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, parent: QObject | None = None):
+    def __init__(self, base_url: str = DEFAULT_URL, parent: QObject | None = None, token: str = ""):
         super().__init__(parent)
         self.base_url = base_url
+        self.token = token  # API token (kept in memory only; stored in the QGIS auth database)
         self._replies: dict[int, QNetworkReply] = {}
         self._closed = False
 
@@ -117,6 +120,15 @@ class BackendClient(QObject):
     def cancel_job(self, job_id: str, on_success: Success, on_error: Failure) -> QNetworkReply:
         return self.delete(f"/v1/jobs/{quote(job_id, safe='')}", on_success=on_success, on_error=on_error)
 
+    def readiness(self, on_success: Success, on_error: Failure) -> QNetworkReply:
+        return self.get("/v1/readiness", on_success=on_success, on_error=on_error)
+
+    def estimate(self, processor: str, boundary_name: str, on_success: Success, on_error: Failure) -> QNetworkReply:
+        """`GET /v1/processors/{dataset}/{version}/estimate`: `{bytes, files, method}` for a boundary."""
+        dataset, _, version = processor.partition(".")
+        path = f"/v1/processors/{quote(dataset, safe='')}/{quote(version or processor, safe='')}/estimate"
+        return self.get(path, {"boundary_name": boundary_name}, on_success=on_success, on_error=on_error)
+
     # -- verbs --------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, Any] | None = None, *, on_success: Success, on_error: Failure) -> QNetworkReply:
         reply = QgsNetworkAccessManager.instance().get(self._request(path, params))
@@ -146,6 +158,9 @@ class BackendClient(QObject):
     def _request(self, path: str, params: dict[str, Any] | None = None) -> QNetworkRequest:
         request = QNetworkRequest(QUrl(self.url(path, params)))
         request.setRawHeader(b"Accept", b"application/json")
+        authorization = bearer_header(self.token)
+        if authorization:
+            request.setRawHeader(b"Authorization", authorization)
         request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
         if hasattr(request, "setTransferTimeout"):
             request.setTransferTimeout(TIMEOUT_MS)

@@ -14,6 +14,7 @@ from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
 from qgis.PyQt.QtCore import QByteArray, QUrl
 from qgis.PyQt.QtNetwork import QNetworkRequest
 
+from .auth import bearer_header
 from .backend_client import TIMEOUT_MS, error_message, join_url, normalise_base_url
 
 
@@ -28,9 +29,10 @@ class BackendRequestError(RuntimeError):
 class BlockingClient:
     """`get` / `post_json` / `delete` returning parsed JSON or raising `BackendRequestError`."""
 
-    def __init__(self, base_url: str, feedback: Optional[QgsFeedback] = None):
+    def __init__(self, base_url: str, feedback: Optional[QgsFeedback] = None, token: str = ""):
         self.base_url = normalise_base_url(base_url)
         self.feedback = feedback
+        self.token = token  # sent as `Authorization: Bearer <token>`
 
     def url(self, path: str, params: dict[str, Any] | None = None) -> str:
         return join_url(self.base_url, path, params)
@@ -73,6 +75,9 @@ class BlockingClient:
     def _request(self, path: str, params: dict[str, Any] | None = None) -> QNetworkRequest:
         request = QNetworkRequest(QUrl(self.url(path, params)))
         request.setRawHeader(b"Accept", b"application/json")
+        authorization = bearer_header(self.token)
+        if authorization:
+            request.setRawHeader(b"Authorization", authorization)
         request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
         if hasattr(request, "setTransferTimeout"):
             request.setTransferTimeout(TIMEOUT_MS)

@@ -28,9 +28,11 @@ from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QFrame, QListWidgetItem, QProgressBar, QScrollArea, QTableWidgetItem, QTreeWidgetItem, QWidget
 
 from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
+from .auth import TokenStoreError, auth_unavailable_reason, load_token, save_token, stored_authcfg
 from .backend_client import DEFAULT_URL, BackendClient
 from .geometry import NoPolygonsError, selected_polygons_geojson
 from .loader import DownloadPackageTask, add_package_layers, cache_dir, local_package_roots, package_files
+from .local_backend import LocalBackend, autopkg_command, is_loopback_url
 from .map_tool import WGS84, PickBoundaryMapTool
 
 UI_PATH = Path(__file__).resolve().parent / "ui" / "dock.ui"
@@ -67,7 +69,30 @@ def processor_label(version: dict[str, Any]) -> str:
     return f"{title} — {version.get('version', '')}" + (f" — {licence}" if licence else "")
 
 
-def processor_details(version: dict[str, Any]) -> str:
+def human_size(value: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units)."""
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            break
+        size /= 1000.0
+    if unit == "B":
+        return f"{int(size)} B"
+    return f"{size:.1f} {unit}" if size < 10 else f"{size:.0f} {unit}"
+
+
+def size_hint(estimate: Optional[dict[str, Any]]) -> str:
+    """'~12 MB, 140 files' from an estimate answer; '' when it gives no size."""
+    if not estimate or estimate.get("bytes") is None:
+        return ""
+    hint = f"~{human_size(estimate['bytes'])}"
+    files = estimate.get("files")
+    if files is not None:
+        hint += f", {files} file{'' if files == 1 else 's'}"
+    return hint
+
+
+def processor_details(version: dict[str, Any], estimate: Optional[dict[str, Any]] = None) -> str:
     """HTML for the details box."""
     e = html.escape
     lic = version.get("data_license") or {}
@@ -89,6 +114,10 @@ def processor_details(version: dict[str, Any]) -> str:
         parts.append(f'<p><b>Licence:</b> <a href="{e(lic["path"])}">{name}</a></p>' if lic.get("path") else f"<p><b>Licence:</b> {name}</p>")
     if version.get("data_formats"):
         parts.append(f"<p><b>Formats:</b> {e(', '.join(version['data_formats']))}</p>")
+    hint = size_hint(estimate)
+    if hint:
+        parts.append(f"<p><b>Estimated size for {e(str(estimate.get('boundary_name', '')))}:</b> {e(hint)}"
+                     + (f"<br/><small>{e(estimate['method'])}</small>" if estimate.get("method") else "") + "</p>")
     return "\n".join(parts)
 
 
@@ -103,6 +132,8 @@ class CcgDockWidget(QgsDockWidget):
     job_finished = pyqtSignal(dict)
     package_loaded = pyqtSignal(object)  # loader.LoadReport
     packages_listed = pyqtSignal(list)  # [{boundary_name, uri}], once every package's datasets are shown
+    size_hints_ready = pyqtSignal(str, dict)  # boundary name, {processor: estimate} once every estimate settled
+    local_backend_changed = pyqtSignal(str)  # "starting", "ready", "failed", "stopped"
     error_reported = pyqtSignal(str)
 
     def __init__(self, iface, parent: QWidget | None = None):
@@ -136,6 +167,11 @@ class CcgDockWidget(QgsDockWidget):
         self._poll_errors = 0
         self._closed = False
         self._connecting = False
+        self.estimates: dict[str, dict[str, Any]] = {}  # processor -> estimate for self.boundary
+        self._estimate_seq = 0
+        self.local_backend: Optional[LocalBackend] = None
+        self._token_reason = auth_unavailable_reason()
+        self._update_token_field()
 
         self.rubber_band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
         self.rubber_band.setStrokeColor(QColor(230, 60, 30))
@@ -157,6 +193,9 @@ class CcgDockWidget(QgsDockWidget):
 
         ui = self.ui
         ui.connectButton.clicked.connect(self.connect_backend)
+        ui.tokenEdit.returnPressed.connect(self.connect_backend)
+        ui.forgetTokenButton.clicked.connect(self.forget_token)
+        ui.startBackendButton.clicked.connect(self.start_local_backend)
         ui.urlEdit.returnPressed.connect(self.connect_backend)
         ui.searchEdit.textEdited.connect(lambda _: self.search_timer.start())
         ui.boundaryList.itemClicked.connect(self._boundary_item_chosen)
@@ -203,6 +242,7 @@ class CcgDockWidget(QgsDockWidget):
         self.client.base_url = url
         self.ui.urlEdit.setText(self.client.base_url)
         QgsSettings().setValue(URL_SETTING, self.client.base_url)
+        self.apply_token()
         self.ui.stateLabel.setText(f"Connecting to {self.client.base_url}…")
         self._connecting = True
         self.client.liveness(on_success=self._connected, on_error=self._connection_failed)
@@ -210,17 +250,119 @@ class CcgDockWidget(QgsDockWidget):
     def _connected(self, _data: Any) -> None:
         self._connecting = False
         self.connected = True
+        self.ui.startBackendButton.setVisible(False)
         self.ui.stateLabel.setText(f"Connected to {self.client.base_url}")
         self.connection_changed.emit(True)
         self.refresh_processors()
         self.refresh_packages()
 
-    def _connection_failed(self, message: str, _status: Optional[int]) -> None:
+    def _connection_failed(self, message: str, status: Optional[int]) -> None:
         self._connecting = False
         self.connected = False
         self.ui.stateLabel.setText(f"Not connected: {message}")
+        local = status is None and is_loopback_url(self.client.base_url)
+        starting = self.local_backend is not None and self.local_backend.running()
+        self.ui.startBackendButton.setVisible(local and not starting)
         self.connection_changed.emit(False)
-        self.report_error(f"Cannot reach the backend at {self.client.base_url}", f"{message}. Start it with `autopkg serve` (or `make run`) and press Connect.")
+        hint = "press “Start local backend”, or start it with `autopkg serve` (or `make run`) and press Connect" if local else \
+            "start it with `autopkg serve` (or `make run`) and press Connect"
+        self.report_error(f"Cannot reach the backend at {self.client.base_url}", f"{message}. To fix: {hint}.")
+
+    def unauthorized(self, context: str, message: str) -> None:
+        """A 401: the backend wants an API token (or another one)."""
+        has_token = bool(self.client.token)
+        self.ui.stateLabel.setText(
+            f"Connected to {self.client.base_url}, but it refuses the requests (HTTP 401): "
+            + ("the API token is wrong — enter the right one and press Connect" if has_token
+               else "it needs an API token — enter it and press Connect"))
+        self.report_error(f"{context}: the backend at {self.client.base_url} needs an API token (HTTP 401)",
+                          f"{message}. Enter the token in the panel's token field and press Connect.")
+
+    # -- API token (QGIS authentication database) ---------------------------------------------
+    def _update_token_field(self) -> None:
+        edit = self.ui.tokenEdit
+        if self._token_reason:
+            edit.setEnabled(False)
+            self.ui.forgetTokenButton.setEnabled(False)
+            edit.setPlaceholderText("API token unavailable: QGIS authentication system off")
+            edit.setToolTip(f"The API token is kept only in the QGIS authentication database, which is not usable: {self._token_reason}")
+            return
+        stored = stored_authcfg()
+        edit.setPlaceholderText(f"API token stored (QGIS authentication, {stored})" if stored else "API token (optional)")
+        self.ui.forgetTokenButton.setEnabled(bool(stored))
+
+    def apply_token(self) -> None:
+        """A token typed in the field is stored in the QGIS authentication database (only its
+        authcfg id goes to the settings) and cleared from the field; else the stored one is used."""
+        if self._token_reason:
+            self.client.token = ""
+            return
+        typed = self.ui.tokenEdit.text().strip()
+        if typed:
+            try:
+                save_token(typed)
+            except TokenStoreError as exc:
+                self.report_error("API token not stored", f"{exc}; it is used for this session only", Qgis.Warning)
+            self.client.token = typed
+            self.ui.tokenEdit.clear()
+        else:
+            self.client.token = load_token()
+        self._update_token_field()
+
+    def forget_token(self) -> None:
+        try:
+            save_token("")
+        except TokenStoreError as exc:
+            self.report_error("API token", str(exc), Qgis.Warning)
+        self.client.token = ""
+        self.ui.tokenEdit.clear()
+        self._update_token_field()
+
+    # -- local backend ------------------------------------------------------------------------
+    def start_local_backend(self) -> None:
+        """Start `autopkg serve --port <port of the URL>` as a child process; connect when ready."""
+        if self.local_backend is not None and self.local_backend.running():
+            return
+        url = self.ui.urlEdit.text().strip() or DEFAULT_URL
+        if not is_loopback_url(url):
+            self.report_error("Start local backend", f"{url} is not on this machine", Qgis.Warning)
+            return
+        command = autopkg_command()
+        if not command:
+            self.report_error("Start local backend", "`autopkg` was not found: install the backend or set the "
+                              "setting ccg_autopkg/autopkg_command to its command line")
+            return
+        self.client.base_url = url
+        self.local_backend = LocalBackend(command, self.client.base_url)
+        self.local_backend.ready.connect(self._local_backend_ready)
+        self.local_backend.failed.connect(self._local_backend_failed)
+        self.ui.startBackendButton.setEnabled(False)
+        self.local_backend.start()
+        self.ui.stateLabel.setText(f"Starting `{self.local_backend.command_line()}`…")
+        QgsMessageLog.logMessage(f"starting local backend: {self.local_backend.command_line()}", PLUGIN_NAME, Qgis.Info)
+        self.local_backend_changed.emit("starting")
+
+    def _local_backend_ready(self) -> None:
+        if self._closed:
+            return
+        self.ui.startBackendButton.setEnabled(True)
+        self.ui.startBackendButton.setVisible(False)
+        self.local_backend_changed.emit("ready")
+        self.connect_backend()
+
+    def _local_backend_failed(self, reason: str) -> None:
+        if self._closed:
+            return
+        self.ui.startBackendButton.setEnabled(True)
+        self.ui.stateLabel.setText(f"Local backend did not start: {reason.splitlines()[0]}")
+        self.report_error("Local backend did not start", reason)
+        self.local_backend_changed.emit("failed")
+
+    def stop_local_backend(self) -> None:
+        if self.local_backend is not None:
+            self.local_backend.stop()
+            self.local_backend = None
+            self.local_backend_changed.emit("stopped")
 
     # -- boundaries ---------------------------------------------------------------------------
     def run_search(self) -> None:
@@ -271,6 +413,7 @@ class CcgDockWidget(QgsDockWidget):
             if item.data(BOUNDARY_ROLE).get("name") == boundary["name"]:
                 self.ui.boundaryList.setCurrentItem(item)
         self.ui.boundaryLabel.setText(f"Chosen: {boundary.get('name_long') or boundary['name']} ({boundary['name']})")
+        self.fetch_estimates()
         self.client.boundary(boundary["name"], on_success=self.draw_boundary,
                              on_error=lambda message, _s: self.report_error(f"Boundary {boundary['name']!r}", message))
 
@@ -318,6 +461,7 @@ class CcgDockWidget(QgsDockWidget):
             self.ui.boundaryLabel.setText(f"Chosen: {boundary.get('name_long') or boundary['name']} ({boundary['name']})")
             if self.ui.boundaryList.count():
                 self.ui.boundaryList.setCurrentRow(0)
+            self.fetch_estimates()
             self.draw_boundary(boundary)
 
         def failed(message: str, _status: Optional[int]) -> None:
@@ -329,8 +473,13 @@ class CcgDockWidget(QgsDockWidget):
 
     # -- processors ---------------------------------------------------------------------------
     def refresh_processors(self) -> None:
-        self.client.processors(on_success=self.show_processors,
-                               on_error=lambda message, _s: self.report_error("Cannot list the datasets", message))
+        def failed(message: str, status: Optional[int]) -> None:
+            if status == 401:
+                self.unauthorized("Cannot list the datasets", message)
+            else:
+                self.report_error("Cannot list the datasets", message)
+
+        self.client.processors(on_success=self.show_processors, on_error=failed)
 
     def show_processors(self, datasets: list[dict[str, Any]]) -> None:
         checked = set(self.checked_processors())
@@ -340,7 +489,7 @@ class CcgDockWidget(QgsDockWidget):
             for version in dataset.get("versions", []):
                 name = version["name"]
                 self.processor_versions[name] = version
-                item = QListWidgetItem(processor_label(version))
+                item = QListWidgetItem(self._processor_text(name))
                 item.setData(PROCESSOR_ROLE, name)
                 item.setToolTip(version.get("description", ""))
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
@@ -348,6 +497,54 @@ class CcgDockWidget(QgsDockWidget):
                 self.ui.processorList.addItem(item)
         self.filter_processors(self.ui.processorFilter.text())
         self.processors_listed.emit(datasets)
+        if self.boundary and self.boundary.get("name") and not self.estimates:
+            self.fetch_estimates()
+
+    # -- size hints ---------------------------------------------------------------------------
+    def _processor_text(self, name: str) -> str:
+        label = processor_label(self.processor_versions.get(name, {"name": name}))
+        hint = size_hint(self.estimates.get(name))
+        return f"{label} — {hint}" if hint else label
+
+    def _refresh_processor_item(self, name: str) -> None:
+        for row in range(self.ui.processorList.count()):
+            item = self.ui.processorList.item(row)
+            if item.data(PROCESSOR_ROLE) == name:
+                item.setText(self._processor_text(name))
+                if item is self.ui.processorList.currentItem():
+                    self._processor_selected(item)
+
+    def fetch_estimates(self) -> None:
+        """Size hints for the chosen boundary: one asynchronous estimate request per listed
+        processor; a failed estimate just leaves that processor without a hint."""
+        self._estimate_seq += 1
+        seq = self._estimate_seq
+        previous = list(self.estimates)
+        self.estimates = {}
+        for name in previous:
+            self._refresh_processor_item(name)
+        boundary = (self.boundary or {}).get("name")
+        names = list(self.processor_versions)
+        if not boundary or not names or self._closed:
+            return
+        pending = set(names)
+
+        def settled(name: str) -> None:
+            pending.discard(name)
+            if not pending and seq == self._estimate_seq:
+                self.size_hints_ready.emit(boundary, dict(self.estimates))
+
+        def got(name: str, estimate: Any) -> None:
+            if seq != self._estimate_seq:
+                return
+            if isinstance(estimate, dict) and estimate.get("bytes") is not None:
+                self.estimates[name] = estimate
+                self._refresh_processor_item(name)
+            settled(name)
+
+        for name in names:
+            self.client.estimate(name, boundary, on_success=lambda data, name=name: got(name, data),
+                                 on_error=lambda _m, _s, name=name: seq == self._estimate_seq and settled(name))
 
     def filter_processors(self, text: str) -> None:
         needle = text.strip().lower()
@@ -361,7 +558,8 @@ class CcgDockWidget(QgsDockWidget):
         if current is None:
             self.ui.detailsBrowser.clear()
             return
-        self.ui.detailsBrowser.setHtml(processor_details(self.processor_versions.get(current.data(PROCESSOR_ROLE), {})))
+        name = current.data(PROCESSOR_ROLE)
+        self.ui.detailsBrowser.setHtml(processor_details(self.processor_versions.get(name, {}), self.estimates.get(name)))
 
     def checked_processors(self) -> list[str]:
         items = (self.ui.processorList.item(r) for r in range(self.ui.processorList.count()))
@@ -545,7 +743,7 @@ class CcgDockWidget(QgsDockWidget):
             self.package_loaded.emit(report)
 
         self.task = DownloadPackageTask(name, files, cache_dir(), done, base_url=self.client.base_url,
-                                        local_roots=local_package_roots(self.client.base_url))
+                                        local_roots=local_package_roots(self.client.base_url), token=self.client.token)
         QgsApplication.taskManager().addTask(self.task)
 
     def refresh_packages(self) -> None:
@@ -553,7 +751,7 @@ class CcgDockWidget(QgsDockWidget):
         self._packages_seq = getattr(self, "_packages_seq", 0) + 1
         seq = self._packages_seq
         self.client.packages(on_success=lambda packages: seq == self._packages_seq and self.show_packages(packages, seq),
-                             on_error=lambda message, _s: self.report_error("Cannot list the packages", message))
+                             on_error=lambda message, status: status != 401 and self.report_error("Cannot list the packages", message))
 
     def show_packages(self, packages: list[dict[str, Any]], seq: Optional[int] = None) -> None:
         tree = self.ui.packagesTree
@@ -610,6 +808,7 @@ class CcgDockWidget(QgsDockWidget):
     def shutdown(self) -> None:
         """Stop timers, abort requests and tasks, and remove what this panel put on the canvas."""
         self._closed = True
+        self.stop_local_backend()
         self.search_timer.stop()
         self.poll_timer.stop()
         self.client.close()

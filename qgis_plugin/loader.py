@@ -181,7 +181,8 @@ def find_local_copy(boundary_name: str, f: PackageFile, roots: list[Path]) -> Op
 
 
 def stream_download(url: str, local: Path, sha256: str = "", feedback: Optional[QgsFeedback] = None,
-                    on_bytes: Optional[Callable[[int, int], None]] = None) -> None:
+                    on_bytes: Optional[Callable[[int, int], None]] = None,
+                    headers: Optional[dict[bytes, bytes]] = None) -> None:
     """GET `url` into `local`, writing chunks to a `.part-` file as they arrive (never the whole
     file in memory), checking the sha256, then renaming into place.
 
@@ -198,6 +199,8 @@ def stream_download(url: str, local: Path, sha256: str = "", feedback: Optional[
     request = QNetworkRequest(QUrl(url))
     request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
     request.setAttribute(QNetworkRequest.FollowRedirectsAttribute, True)
+    for key, value in (headers or {}).items():  # e.g. Authorization: Bearer <token>
+        request.setRawHeader(key, value)
     if hasattr(request, "setTransferTimeout"):
         request.setTransferTimeout(60000)  # no byte for a minute: give up
     loop = QEventLoop()
@@ -271,7 +274,8 @@ def fetch_boundary_outline(client, boundary_name: str, target: Path) -> Path:
 
 def fetch_package(boundary_name: str, files: list[PackageFile], cache_root: Path, *,
                   feedback: Optional[QgsFeedback] = None, progress: Optional[Progress] = None,
-                  local_roots: Optional[list[Path]] = None, client=None) -> DownloadResult:
+                  local_roots: Optional[list[Path]] = None, client=None,
+                  headers: Optional[dict[bytes, bytes]] = None) -> DownloadResult:
     """Make every file of a package available locally (worker thread; raises on failure).
 
     Per file: the package's own copy on this machine when one matches (`find_local_copy`), else the
@@ -306,7 +310,9 @@ def fetch_package(boundary_name: str, files: list[PackageFile], cache_root: Path
                 if progress is not None:
                     progress(100.0 * min(start + received, total) / total)
 
-            stream_download(f.uri, local, f.sha256, feedback, on_bytes)
+            # the token goes only to the backend itself, not to other hosts a package may link to
+            same_origin = client is None or f.uri.startswith(client.base_url.rstrip("/") + "/")
+            stream_download(f.uri, local, f.sha256, feedback, on_bytes, headers if same_origin else None)
             f.local_path = local
             f.downloaded = True
             result.downloaded += 1
@@ -333,8 +339,9 @@ class DownloadPackageTask(QgsTask):
 
     def __init__(self, boundary_name: str, files: list[PackageFile], cache_root: Path,
                  on_done: Callable[[bool, DownloadResult], None], *, base_url: str = "",
-                 local_roots: Optional[list[Path]] = None):
+                 local_roots: Optional[list[Path]] = None, token: str = ""):
         super().__init__(f"{PLUGIN_NAME}: download package {boundary_name}", QgsTask.CanCancel)
+        self.token = token
         self.boundary_name = boundary_name
         self.cache_root = Path(cache_root)
         self.target = self.cache_root / boundary_name
@@ -353,9 +360,13 @@ class DownloadPackageTask(QgsTask):
         try:
             from .blocking_client import BlockingClient
 
-            client = BlockingClient(self.base_url, self._feedback) if self.base_url else None
+            from .auth import bearer_header
+
+            client = BlockingClient(self.base_url, self._feedback, token=self.token) if self.base_url else None
+            authorization = bearer_header(self.token)
             self.result = fetch_package(self.boundary_name, self.files, self.cache_root, feedback=self._feedback,
-                                        progress=self.setProgress, local_roots=self.local_roots, client=client)
+                                        progress=self.setProgress, local_roots=self.local_roots, client=client,
+                                        headers={b"Authorization": authorization} if authorization else None)
             return True
         except Exception as exc:  # reported in finished(); an exception must not leave run()
             self.result.error = "cancelled" if self.isCanceled() else (str(exc) or exc.__class__.__name__)

@@ -32,6 +32,7 @@ from qgis.PyQt.QtCore import QThread
 from qgis.PyQt.QtGui import QIcon
 
 from .__about__ import ICON_PATH, PLUGIN_NAME, SETTINGS_PREFIX, __version__
+from .auth import bearer_header, load_token
 from .backend_client import DEFAULT_URL
 from .blocking_client import BackendRequestError, BlockingClient
 from .geometry import NoPolygonsError, dissolve_to_wgs84, geometry_to_geojson
@@ -45,6 +46,11 @@ JOB_SHARE = 80.0  # progress: the job up to 80 %, fetching the files the rest
 
 def default_backend_url() -> str:
     return QgsSettings().value(URL_SETTING, DEFAULT_URL, type=str) or DEFAULT_URL
+
+
+def _auth_headers(token: str) -> dict[bytes, bytes]:
+    authorization = bearer_header(token)
+    return {b"Authorization": authorization} if authorization else {}
 
 
 def _on_context_thread(context: QgsProcessingContext) -> bool:
@@ -82,7 +88,7 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
 
     def _client(self, parameters, context, feedback) -> BlockingClient:
         url = (self.parameterAsString(parameters, self.BACKEND_URL, context) or "").strip() or default_backend_url()
-        return BlockingClient(url, feedback)
+        return BlockingClient(url, feedback, token=load_token())
 
     def _fetch(self, client: BlockingClient, boundary: str, feedback: QgsProcessingFeedback, start: float, load: bool) -> DownloadResult:
         """Package files into the cache (or the backend's own folder on this machine); sets outputs."""
@@ -95,7 +101,8 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
 
         try:
             result = fetch_package(boundary, files, cache_dir(), feedback=feedback, progress=progress,
-                                   local_roots=local_package_roots(client.base_url), client=client)
+                                   local_roots=local_package_roots(client.base_url), client=client,
+                                   headers=_auth_headers(client.token))
         except RuntimeError as exc:
             raise QgsProcessingException(f"Package {boundary}: {exc}") from None
         feedback.pushInfo(f"{result.downloaded} downloaded, {result.cached} from the cache, {result.local} used in place")
@@ -251,7 +258,7 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
 
     @staticmethod
     def _cancel(client: BlockingClient, job_id: str, feedback: QgsProcessingFeedback) -> None:
-        plain = BlockingClient(client.base_url)  # the cancelled feedback would abort this request too
+        plain = BlockingClient(client.base_url, token=client.token)  # the cancelled feedback would abort this request too
         try:
             plain.cancel_job(job_id)
             feedback.pushInfo(f"Job {job_id} cancelled")

@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from qgis.core import Qgis, QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsSettings
+
+# The QGIS authentication database of the test profile (pytest-qgis keeps the profile in
+# <repo>/.qgis-settings) is unlocked with this master password; QGIS would ask the user for it.
+MASTER_PASSWORD = "ccg-autopkg-tests-master"
 
 
 @pytest.fixture
@@ -56,3 +60,13 @@ def dock(plugin, served, qtbot):
         panel.connect_backend()
     assert panel.connected
     return panel
+
+
+@pytest.fixture(scope="session")
+def auth_master_password(qgis_app) -> str:
+    """The authentication database unlocked (headless: no dialog asks for the master password)."""
+    manager = QgsApplication.authManager()
+    assert not manager.isDisabled(), manager.disabledMessage()
+    assert manager.setMasterPassword(MASTER_PASSWORD, True), (
+        f"the test profile's auth database {manager.authenticationDatabasePath()} has another master password")
+    return MASTER_PASSWORD
