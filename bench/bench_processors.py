@@ -389,7 +389,8 @@ def report(names, rast, mem, multi, vect, args, built, elapsed) -> str:
         r = rast[n]
         L.append(f"- raster {n}: of one instrumented clip, {r['strips_s']:.3f} s went to the masked strips (read + "
                  f"mask + temporary tiled GTiff; the read-only floor alone is {r['read_s']:.3f} s) and "
-                 f"{r['cog_s']:.3f} s to the COG copy (DEFLATE level 3 + predictor, overviews) -- the part the "
+                 f"{r['cog_s']:.3f} s to the COG copy (DEFLATE level 1 + predictor of the full resolution and of the "
+                 "overviews, which are built beforehand in the uncompressed temporary file and timed in neither) -- the part the "
                  "read-only floor does not have.")
     for n in names:
         r = vect[n]
@@ -397,8 +398,10 @@ def report(names, rast, mem, multi, vect, args, built, elapsed) -> str:
                  f"{r['ogr_spat_s']:.3f} s (C read + write), so of its {r['ogr_s']:.3f} s, "
                  f"{max(0.0, r['ogr_s'] - r['ogr_spat_s']):.3f} s is -clipsrc (GEOS intersection of every candidate "
                  f"with the unprepared boundary); ours spends {r['ours_s']:.3f} s, "
-                 f"{r['ours_s'] / max(r['candidates'], 1) * 1e6:.0f} us per candidate, in fiona/shapely per-feature "
-                 "Python work (see bench/diagnose_processors.py vector).")
+                 f"{r['ours_s'] / max(r['candidates'], 1) * 1e6:.0f} us per candidate: OGR read + write from Python, "
+                 "features in quadtree cells inside the boundary copied without a geometry test, only those in "
+                 "cells the boundary crosses tested and clipped with shapely against that cell's piece, plus the "
+                 "R*Tree built at the end (see bench/diagnose_processors.py vector).")
     L.append("- details per phase and per call: `.venv/bin/python bench/diagnose_processors.py raster|memory|vector "
              "<boundary>`")
     return "\n".join(L) + "\n"

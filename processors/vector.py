@@ -2,12 +2,20 @@
 
 Reusable by every vector dataset processor. The approach:
 
-* The source is read with fiona through a bounding-box filter (`bbox=`), so drivers with a spatial
-  index (GeoPackage R*Tree, shapefile .qix, ...) only hand over candidate features.
+* The source is read through OGR (`osgeo.ogr`, the same system libgdal that fiona and rasterio
+  use) with a bounding-box spatial filter, so drivers with a spatial index (GeoPackage R*Tree,
+  shapefile .qix, ...) only hand over candidate features. Features are copied OGR to OGR; shapely
+  only sees the geometry of features near the boundary (WKB in, WKB out).
 * When the source CRS is not EPSG:4326, the *boundary* is reprojected into the source CRS (after
   densifying its edges), never the data: outputs keep the source CRS and untouched features keep
   their exact coordinates.
-* A prepared boundary (`shapely.prepared.prep`) classifies the candidates: features covered by the
+* The boundary is cut into a quadtree of pieces (`_PieceTree`): cells it covers, cells it misses,
+  and cells it crosses, whose piece (boundary n cell, at most a few dozen vertices) is prepared. A
+  candidate whose envelope lies in a covered (missed) cell is kept whole (dropped) from its
+  envelope alone; one in a crossed cell is tested against that cell's prepared piece, which gives
+  the same answers as the whole boundary since the feature lies inside the cell; a candidate
+  spanning cells uses the smallest cell that holds it (the whole boundary at worst).
+* A prepared boundary piece (`shapely.prepared.prep`) classifies the candidates: features covered by the
   polygon are written whole (no intersection computed, coordinates unchanged); features crossing
   the boundary are clipped with `intersection` (or written whole when `keep_whole=True`); features
   that do not intersect are dropped, and so are features whose only contact with the boundary is
@@ -23,13 +31,14 @@ Reusable by every vector dataset processor. The approach:
   features that only touch the boundary and empty results dropped). Point layers stay "Point": a
   point is either inside or outside, clipping never splits it. Layers of mixed or unknown geometry
   type are written as they come (empty results dropped).
-* Records are written in batches with `writerecords`; the source is never held in memory. The
-  GeoPackage gets GDAL's default R*Tree spatial index. The file is written under a temporary name
+* fiona creates the empty output layer (schema, field types and CRS as fiona writes them), then
+  features are appended through OGR in transactions of WRITE_BATCH_SIZE; the source is never held
+  in memory. The GeoPackage gets GDAL's R*Tree spatial index, built in one pass at the end. The file is written under a temporary name
   in the destination folder and moved into place with `os.replace`, so `destination` either does
   not exist or is complete. With no matching feature, an empty layer with the full schema is still
   written.
 
-Uses only the shapely 1.8 API (`shape`, `mapping`, `prep`, `intersection`), which shapely 2 keeps.
+Uses only the shapely 1.8 API (`shape`, `mapping`, `prep`, `intersection`, `wkb`), which shapely 2 keeps.
 """
 from __future__ import annotations
 
@@ -45,6 +54,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import fiona
 from fiona.transform import transform_geom
+from osgeo import gdal, ogr  # the same system libgdal as fiona (and rasterio)
+from shapely.wkb import loads as wkb_loads
 from shapely.geometry import (
     GeometryCollection,
     LineString,
@@ -53,13 +64,14 @@ from shapely.geometry import (
     MultiPolygon,
     Point,
     Polygon,
+    box,
     mapping,
     shape,
 )
 from shapely.prepared import prep
 
 from processors.base import Boundary, ProcessorContext
-from processors.errors import NoDataForBoundary, SourceUnavailable
+from processors.errors import NoDataForBoundary, ProcessorError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +79,8 @@ ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], None]
 
 #: Features between two `check_cancelled()` calls.
-CANCEL_CHECK_EVERY = 256
-#: Records per `writerecords` call (one transaction each in the GPKG driver).
+CANCEL_CHECK_EVERY = 128
+#: Features per transaction of the output GeoPackage.
 WRITE_BATCH_SIZE = 1000
 #: Longest boundary edge, in degrees, before the boundary is reprojected into another CRS.
 DENSIFY_MAX_SEGMENT_DEGREES = 0.1
@@ -172,63 +184,73 @@ def clip_vector_to_gpkg(
         clip_geom = boundary
         if crs_wkt and epsg != 4326:
             clip_geom = _reproject_boundary(boundary, crs_wkt)
-        prepared = prep(clip_geom)
         bbox = clip_geom.bounds
     names = [layer] + [n for n in extra_layers]
+    for name in names[1:]:
+        with open_layer(name) as s:
+            if (s.crs_wkt or "") != crs_wkt:
+                raise SourceUnavailable(f"layer {name!r} of {source} is not in the CRS of layer {layer!r}")
+    tree = _PieceTree(clip_geom)
 
     report(0.0, "counting candidate features")
+    src_ds = _ogr_open(source)
     total = 0
     for name in names:
-        with open_layer(name) as s:
-            if name is not layer and (s.crs_wkt or "") != crs_wkt:
-                raise SourceUnavailable(f"layer {name!r} of {source} is not in the CRS of layer {layer!r}")
-            for _ in s.keys(bbox=bbox):
-                total += 1
-                if total % CANCEL_CHECK_EVERY == 0:
-                    check()
-    check()
+        lyr = _ogr_layer(src_ds, source, name)
+        lyr.SetSpatialFilterRect(*bbox)
+        total += lyr.GetFeatureCount()  # the GeoPackage R*Tree answers this
+        check()
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.gpkg")
     counts = _Counts()
     written = 0
+    dst_ds = dst = None
     try:
+        # fiona creates the (empty) layer, so the schema, field types and CRS are exactly those
+        # fiona writes; features are then appended through OGR, and the R*Tree is built in one
+        # pass at the end (cheaper than its per-row triggers).
         with fiona.open(
-            tmp, "w", driver="GPKG", schema=schema, crs_wkt=crs_wkt or None, layer=layer_name
-        ) as dst:
-            batch: list[dict[str, Any]] = []
-            last_report = time.monotonic()
-            report(1.0, f"clipping {total} candidate features")
-            for name in names:
-                with open_layer(name) as s:
-                    for feature in s.filter(bbox=bbox):
-                        counts.candidates += 1
-                        if counts.candidates % CANCEL_CHECK_EVERY == 0:
-                            check()
-                            now = time.monotonic()
-                            if now - last_report >= 0.5:
-                                last_report = now
-                                percent = 1.0 + 98.0 * counts.candidates / max(total, counts.candidates)
-                                report(percent, f"clipping: {counts.candidates}/{total} features read")
-                        record = _clip_feature(feature, prepared, clip_geom, keep_whole, out_type, counts)
-                        if record is None:
-                            continue
-                        if properties_schema is not None:
-                            props = record["properties"]
-                            record["properties"] = {k: props.get(k) for k in props_schema}
-                        for out in (_explode(record) if explode else (record,)):
-                            batch.append(out)
-                            written += 1
-                        if len(batch) >= WRITE_BATCH_SIZE:
-                            dst.writerecords(batch)
-                            batch = []
-            if batch:
-                dst.writerecords(batch)
-            check()
+            tmp, "w", driver="GPKG", schema=schema, crs_wkt=crs_wkt or None, layer=layer_name,
+            SPATIAL_INDEX="NO",
+        ):
+            pass
+        dst_ds = ogr.Open(str(tmp), 1)
+        if dst_ds is None:
+            raise ProcessorError(f"cannot reopen {tmp} for writing: {gdal.GetLastErrorMsg()}")
+        dst = dst_ds.GetLayer(0)
+        writer = _Writer(dst_ds, dst, out_type, explode, counts)
+        last_report = time.monotonic()
+        report(1.0, f"clipping {total} candidate features")
+        dst_ds.StartTransaction()
+        for name in names:
+            lyr = _ogr_layer(src_ds, source, name)
+            lyr.SetSpatialFilterRect(*bbox)
+            lyr.ResetReading()
+            writer.set_source(lyr.GetLayerDefn())
+            for feature in iter(lyr.GetNextFeature, None):
+                counts.candidates += 1
+                if counts.candidates % CANCEL_CHECK_EVERY == 0:
+                    check()
+                    now = time.monotonic()
+                    if now - last_report >= 0.5:
+                        last_report = now
+                        percent = 1.0 + 98.0 * counts.candidates / max(total, counts.candidates)
+                        report(percent, f"clipping: {counts.candidates}/{total} features read")
+                written += _clip_ogr_feature(feature, tree, keep_whole, writer)
+        dst_ds.CommitTransaction()
+        check()
+        _create_spatial_index(dst_ds, dst, layer_name)
+        dst = writer = None
+        dst_ds = None  # closes the GeoPackage
         os.replace(tmp, destination)
     except BaseException:
+        dst = writer = None
+        dst_ds = None
         _remove_gpkg(tmp)
         raise
+    finally:
+        src_ds = None
 
     feature_count = written
     report(100.0, f"wrote {feature_count} features")
@@ -244,6 +266,252 @@ def clip_vector_to_gpkg(
         clipped=counts.clipped,
         bounds=counts.bounds(),
     )
+
+
+# --------------------------------------------------------------------------- OGR fast path
+
+_OGR_FLAT = {
+    "Point": ogr.wkbPoint, "LineString": ogr.wkbLineString, "Polygon": ogr.wkbPolygon,
+    "MultiPoint": ogr.wkbMultiPoint, "MultiLineString": ogr.wkbMultiLineString,
+    "MultiPolygon": ogr.wkbMultiPolygon,
+}
+_OGR_FORCE = {
+    "MultiPoint": ogr.ForceToMultiPoint, "MultiLineString": ogr.ForceToMultiLineString,
+    "MultiPolygon": ogr.ForceToMultiPolygon,
+}
+_OGR_MULTI = (ogr.wkbMultiLineString, ogr.wkbMultiPolygon)
+
+#: Quadtree pieces of the boundary: a node is split while its piece has more vertices than this.
+MAX_PIECE_VERTICES = 64
+#: ... and, on demand, once this many features have landed in a cell the boundary crosses,
+SPLIT_AFTER_VISITS = 16
+#: down to cells of 1/2**MAX_PIECE_DEPTH of the boundary's bounding box.
+MAX_PIECE_DEPTH = 14
+_OUT, _IN, _PART = 0, 1, 2
+
+
+def _ogr_open(source: Path):
+    ds = ogr.Open(str(source), 0)
+    if ds is None:
+        raise SourceUnavailable(f"cannot open {source}: {gdal.GetLastErrorMsg()}")
+    return ds
+
+
+def _ogr_layer(ds, source: Path, name):
+    lyr = ds.GetLayerByName(name) if name is not None else ds.GetLayer(0)
+    if lyr is None:
+        raise SourceUnavailable(f"cannot open layer {name!r} of {source}")
+    return lyr
+
+
+def _create_spatial_index(ds, lyr, layer_name: str) -> None:
+    column = lyr.GetGeometryColumn() or "geom"
+    quote = lambda s: s.replace("'", "''")  # noqa: E731
+    result = ds.ExecuteSQL(f"SELECT CreateSpatialIndex('{quote(layer_name)}', '{quote(column)}')")
+    if result is not None:
+        ds.ReleaseResultSet(result)
+
+
+class _Node:
+    """A quadtree cell of the boundary's bounding box: outside, inside, or crossed by the boundary
+    (`piece` = boundary within the cell, prepared). `children` (4, or None for a leaf): a child is
+    None when its piece is not purely polygonal (the boundary only touches that cell along an edge
+    or at a point); features there are tested against the parent's piece."""
+
+    __slots__ = ("status", "piece", "prepared", "box", "depth", "visits", "xm", "ym", "children")
+
+    def __init__(self, status: int, piece=None, cell=None, depth: int = 0) -> None:
+        self.status = status
+        self.piece = piece
+        self.prepared = prep(piece) if piece is not None else None
+        self.box = cell
+        self.depth = depth
+        self.visits = 0
+        self.children = None
+        self.xm = self.ym = 0.0
+
+
+class _PieceTree:
+    """The boundary cut into quadtree pieces.
+
+    A feature whose envelope lies within a cell is tested and clipped against that cell's piece
+    only: with the feature inside the (closed) cell, feature n boundary == feature n (boundary n
+    cell), so the results equal those against the whole boundary, at a fraction of the cost for
+    a boundary of thousands of vertices. Cells the boundary covers entirely, or misses entirely,
+    decide a feature from its envelope alone (no geometry is built). Cells are split up front
+    while their piece has more than MAX_PIECE_VERTICES vertices, and later, on demand, once
+    SPLIT_AFTER_VISITS features have landed in a crossed cell (down to MAX_PIECE_DEPTH levels),
+    so that the cells are fine where the features are dense."""
+
+    def __init__(self, geom) -> None:
+        self.bounds = geom.bounds
+        self.root = _Node(_PART, geom, self.bounds, 0)
+        self._split_big(self.root)
+
+    def _split_big(self, node: _Node) -> None:
+        if node.depth < MAX_PIECE_DEPTH and _vertex_count(node.piece) > MAX_PIECE_VERTICES:
+            self._split(node)
+            for child in node.children:
+                if child is not None and child.status == _PART:
+                    self._split_big(child)
+
+    @staticmethod
+    def _split(node: _Node) -> None:
+        x0, y0, x1, y1 = node.box
+        xm, ym = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        children = []
+        depth = node.depth + 1
+        for cell in ((x0, y0, xm, ym), (xm, y0, x1, ym), (x0, ym, xm, y1), (xm, ym, x1, y1)):
+            shape_ = box(*cell)
+            if not node.prepared.intersects(shape_):
+                children.append(_Node(_OUT, depth=depth))
+            elif node.prepared.covers(shape_):
+                children.append(_Node(_IN, depth=depth))
+            else:
+                sub = node.piece.intersection(shape_)
+                if sub.is_empty or not isinstance(sub, (Polygon, MultiPolygon)):
+                    children.append(None)
+                else:
+                    children.append(_Node(_PART, sub, cell, depth))
+        node.xm, node.ym, node.children = xm, ym, children
+
+    def locate(self, minx: float, maxx: float, miny: float, maxy: float) -> _Node:
+        """The deepest cell holding the envelope (the root when it is not inside the bounds)."""
+        node = self.root
+        x0, y0, x1, y1 = self.bounds
+        if minx < x0 or maxx > x1 or miny < y0 or maxy > y1:
+            return node
+        while True:
+            children = node.children
+            if children is None:
+                if node.status != _PART or node.depth >= MAX_PIECE_DEPTH:
+                    return node
+                node.visits += 1
+                if node.visits <= SPLIT_AFTER_VISITS:
+                    return node
+                self._split(node)
+                children = node.children
+            if maxx <= node.xm:
+                i = 0
+            elif minx >= node.xm:
+                i = 1
+            else:
+                return node
+            if maxy <= node.ym:
+                pass
+            elif miny >= node.ym:
+                i += 2
+            else:
+                return node
+            child = children[i]
+            if child is None:
+                return node
+            node = child
+
+
+def _vertex_count(geom) -> int:
+    polygons = geom.geoms if isinstance(geom, MultiPolygon) else [geom]
+    return sum(len(p.exterior.coords) + sum(len(r.coords) for r in p.interiors) for p in polygons)
+
+
+class _Writer:
+    """Appends output features to the OGR layer `dst` in transactions of WRITE_BATCH_SIZE."""
+
+    def __init__(self, ds, dst, out_type: str, explode: bool, counts: _Counts) -> None:
+        self.ds, self.dst, self.defn = ds, dst, dst.GetLayerDefn()
+        self.out_type = out_type
+        _, base = _split_type(out_type)
+        self.base = base
+        self.flat = _OGR_FLAT.get(base)  # None: a layer of mixed/unknown type, written as is
+        self.single_flat = _OGR_FLAT.get(base[len("Multi"):]) if base.startswith("Multi") else None
+        self.force = _OGR_FORCE.get(base)
+        self.explode = explode
+        self.counts = counts
+        self.field_map: list[int] = []
+        self.pending = 0
+
+    def set_source(self, src_defn) -> None:
+        self.field_map = [self.defn.GetFieldIndex(src_defn.GetFieldDefn(i).GetName())
+                          for i in range(src_defn.GetFieldCount())]
+
+    def promote(self, geom):
+        """A kept-whole OGR geometry in the layer's type, coordinates untouched (None if it cannot be)."""
+        if self.flat is None:
+            return geom
+        flat = ogr.GT_Flatten(geom.GetGeometryType())
+        if flat == self.flat:
+            return geom
+        if flat == self.single_flat:
+            return self.force(geom)
+        # Another type than the layer's (a mixed source): go through the normaliser.
+        normalised = _normalise(wkb_loads(bytes(geom.ExportToWkb())), self.out_type)
+        return None if normalised is None else ogr.CreateGeometryFromWkb(normalised.wkb)
+
+    def write(self, feature, geom) -> int:
+        """Write `geom` with the attributes of the source `feature`; returns features written."""
+        if self.explode and ogr.GT_Flatten(geom.GetGeometryType()) in _OGR_MULTI:
+            parts = [geom.GetGeometryRef(i).Clone() for i in range(geom.GetGeometryCount())]
+        else:
+            parts = [geom]
+        for part in parts:
+            out = ogr.Feature(self.defn)
+            out.SetFromWithMap(feature, 1, self.field_map)
+            out.SetGeometry(part)
+            if self.dst.CreateFeature(out) != 0:
+                raise ProcessorError(f"cannot write a feature: {gdal.GetLastErrorMsg()}")
+            self.pending += 1
+            if self.pending >= WRITE_BATCH_SIZE:
+                self.ds.CommitTransaction()
+                self.ds.StartTransaction()
+                self.pending = 0
+        return len(parts)
+
+
+def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writer) -> int:
+    """Clip one candidate OGR feature and write what is kept; returns the features written.
+
+    The same decisions as `_clip_feature`, made against the quadtree piece that holds the
+    feature's envelope (the whole boundary when none does)."""
+    geom = feature.GetGeometryRef()
+    if geom is None or geom.IsEmpty():
+        return 0
+    minx, maxx, miny, maxy = envelope = geom.GetEnvelope()
+    node = tree.locate(minx, maxx, miny, maxy)
+    status = node.status
+    if status == _OUT:
+        return 0
+    counts = writer.counts
+    if status == _IN:
+        out = writer.promote(geom)
+        if out is None:
+            return 0
+        counts.kept_whole += 1
+        counts.extend_envelope(envelope)
+        return writer.write(feature, out)
+    shp = wkb_loads(bytes(geom.ExportToWkb()))
+    prepared = node.prepared
+    if shp.is_empty or not prepared.intersects(shp):
+        return 0
+    if prepared.covers(shp):
+        out = writer.promote(geom)
+        if out is None:
+            return 0
+        counts.kept_whole += 1
+        counts.extend_envelope(envelope)
+        return writer.write(feature, out)
+    clipped = _normalise(_intersection(shp, node.piece), writer.out_type)
+    if clipped is None:
+        return 0
+    if keep_whole:
+        out = writer.promote(geom)
+        if out is None:
+            return 0
+        counts.kept_whole += 1
+        counts.extend_envelope(envelope)
+        return writer.write(feature, out)
+    counts.clipped += 1
+    counts.extend(clipped.bounds)
+    return writer.write(feature, ogr.CreateGeometryFromWkb(clipped.wkb))
 
 
 def _single_type(geometry_type: str) -> str:
@@ -274,6 +542,18 @@ class _Counts:
         b = self._bounds
         b[0], b[1] = min(b[0], bounds[0]), min(b[1], bounds[1])
         b[2], b[3] = max(b[2], bounds[2]), max(b[3], bounds[3])
+
+    def extend_envelope(self, env: tuple[float, float, float, float]) -> None:
+        """Like `extend`, from an OGR envelope (minx, maxx, miny, maxy)."""
+        b = self._bounds
+        if env[0] < b[0]:
+            b[0] = env[0]
+        if env[2] < b[1]:
+            b[1] = env[2]
+        if env[1] > b[2]:
+            b[2] = env[1]
+        if env[3] > b[3]:
+            b[3] = env[3]
 
     def bounds(self) -> tuple[float, float, float, float] | None:
         return tuple(self._bounds) if self._bounds[0] <= self._bounds[2] else None  # type: ignore[return-value]
