@@ -19,6 +19,19 @@ from .auth import bearer_header
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_MS = 15000
 
+
+def api_request(url: str, token: str) -> QNetworkRequest:
+    """A JSON request to the backend: bearer token, no HTTP cache, a transfer timeout."""
+    request = QNetworkRequest(QUrl(url))
+    request.setRawHeader(b"Accept", b"application/json")
+    authorization = bearer_header(token)
+    if authorization:
+        request.setRawHeader(b"Authorization", authorization)
+    request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
+    if hasattr(request, "setTransferTimeout"):
+        request.setTransferTimeout(TIMEOUT_MS)
+    return request
+
 Success = Callable[[Any], None]
 Failure = Callable[[str, Optional[int]], None]
 
@@ -156,15 +169,7 @@ class BackendClient(QObject):
 
     # -- internals ----------------------------------------------------------------------------
     def _request(self, path: str, params: dict[str, Any] | None = None) -> QNetworkRequest:
-        request = QNetworkRequest(QUrl(self.url(path, params)))
-        request.setRawHeader(b"Accept", b"application/json")
-        authorization = bearer_header(self.token)
-        if authorization:
-            request.setRawHeader(b"Authorization", authorization)
-        request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
-        if hasattr(request, "setTransferTimeout"):
-            request.setTransferTimeout(TIMEOUT_MS)
-        return request
+        return api_request(self.url(path, params), self.token)
 
     def _track(self, reply: QNetworkReply, on_success: Success, on_error: Failure) -> QNetworkReply:
         self._closed = False

@@ -11,11 +11,10 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
-from qgis.PyQt.QtCore import QByteArray, QUrl
+from qgis.PyQt.QtCore import QByteArray
 from qgis.PyQt.QtNetwork import QNetworkRequest
 
-from .auth import bearer_header
-from .backend_client import TIMEOUT_MS, error_message, join_url, normalise_base_url
+from .backend_client import api_request, error_message, join_url, normalise_base_url
 
 
 class BackendRequestError(RuntimeError):
@@ -73,15 +72,7 @@ class BlockingClient:
 
     # -- internals ------------------------------------------------------------------------------
     def _request(self, path: str, params: dict[str, Any] | None = None) -> QNetworkRequest:
-        request = QNetworkRequest(QUrl(self.url(path, params)))
-        request.setRawHeader(b"Accept", b"application/json")
-        authorization = bearer_header(self.token)
-        if authorization:
-            request.setRawHeader(b"Authorization", authorization)
-        request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
-        if hasattr(request, "setTransferTimeout"):
-            request.setTransferTimeout(TIMEOUT_MS)
-        return request
+        return api_request(self.url(path, params), self.token)
 
     def _finish(self, request: QgsBlockingNetworkRequest, code, path: str) -> Any:
         reply = request.reply()
