@@ -467,11 +467,24 @@ class _Writer:
         return len(parts)
 
 
+def _write_whole(feature, geom, envelope, writer: _Writer) -> int:
+    """Write a feature with its geometry untouched (promoted to the layer's type)."""
+    out = writer.promote(geom)
+    if out is None:
+        return 0
+    writer.counts.kept_whole += 1
+    writer.counts.extend_envelope(envelope)
+    return writer.write(feature, out)
+
+
 def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writer) -> int:
     """Clip one candidate OGR feature and write what is kept; returns the features written.
 
-    The same decisions as `_clip_feature`, made against the quadtree piece that holds the
-    feature's envelope (the whole boundary when none does)."""
+    Both modes keep the same set of features: those whose intersection with the boundary has the
+    layer's dimension (a polygon sharing only an edge, or a line touching at a point, is dropped).
+    Features covered by the boundary are written whole without an intersection; the others are
+    clipped, or written whole with `keep_whole`. Decisions are made against the quadtree piece
+    that holds the feature's envelope (the whole boundary when none does)."""
     geom = feature.GetGeometryRef()
     if geom is None or geom.IsEmpty():
         return 0
@@ -480,37 +493,21 @@ def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writ
     status = node.status
     if status == _OUT:
         return 0
-    counts = writer.counts
     if status == _IN:
-        out = writer.promote(geom)
-        if out is None:
-            return 0
-        counts.kept_whole += 1
-        counts.extend_envelope(envelope)
-        return writer.write(feature, out)
+        return _write_whole(feature, geom, envelope, writer)
     shp = wkb_loads(bytes(geom.ExportToWkb()))
     prepared = node.prepared
     if shp.is_empty or not prepared.intersects(shp):
         return 0
     if prepared.covers(shp):
-        out = writer.promote(geom)
-        if out is None:
-            return 0
-        counts.kept_whole += 1
-        counts.extend_envelope(envelope)
-        return writer.write(feature, out)
+        return _write_whole(feature, geom, envelope, writer)
     clipped = _normalise(_intersection(shp, node.piece), writer.out_type)
     if clipped is None:
         return 0
     if keep_whole:
-        out = writer.promote(geom)
-        if out is None:
-            return 0
-        counts.kept_whole += 1
-        counts.extend_envelope(envelope)
-        return writer.write(feature, out)
-    counts.clipped += 1
-    counts.extend(clipped.bounds)
+        return _write_whole(feature, geom, envelope, writer)
+    writer.counts.clipped += 1
+    writer.counts.extend(clipped.bounds)
     return writer.write(feature, ogr.CreateGeometryFromWkb(clipped.wkb))
 
 
@@ -518,17 +515,6 @@ def _single_type(geometry_type: str) -> str:
     """"LineString" from "MultiLineString" (prefix kept); other types unchanged."""
     prefix, base = _split_type(geometry_type)
     return prefix + (base[len("Multi"):] if base.startswith("Multi") and base != "MultiPoint" else base)
-
-
-def _explode(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One record per part of a Multi(Line|Polygon) geometry (ST_Dump); others unchanged."""
-    geom = record["geometry"]
-    gtype = geom["type"]
-    if gtype not in ("MultiLineString", "MultiPolygon"):
-        return [record]
-    single = gtype[len("Multi"):]
-    return [{"geometry": {"type": single, "coordinates": part}, "properties": dict(record["properties"])}
-            for part in geom["coordinates"]]
 
 
 class _Counts:
@@ -557,43 +543,6 @@ class _Counts:
 
     def bounds(self) -> tuple[float, float, float, float] | None:
         return tuple(self._bounds) if self._bounds[0] <= self._bounds[2] else None  # type: ignore[return-value]
-
-
-def _clip_feature(feature, prepared, clip_geom, keep_whole: bool, out_type: str, counts: _Counts):
-    """The record to write for one candidate feature, or None to drop it.
-
-    Both modes keep the same set of features: those whose intersection with the boundary has the
-    layer's dimension (a polygon sharing only an edge with the boundary, or a line touching it at
-    a point, is dropped). Features covered by the boundary are written whole without computing
-    an intersection; the others are clipped, or written whole with `keep_whole`.
-    """
-    geometry = feature.geometry
-    if geometry is None:
-        return None
-    geom_dict = _as_dict(geometry)
-    geom = shape(geom_dict)
-    if geom.is_empty or not prepared.intersects(geom):
-        return None
-    if prepared.covers(geom) or (keep_whole and not prepared.touches(geom)):
-        out = _promote_dict(geom_dict, out_type)
-        if out is None:
-            return None
-        counts.kept_whole += 1
-    else:
-        clipped = _normalise(_intersection(geom, clip_geom), out_type)
-        if clipped is None:
-            return None
-        if keep_whole:
-            out = _promote_dict(geom_dict, out_type)
-            if out is None:
-                return None
-            counts.kept_whole += 1
-        else:
-            out = mapping(clipped)
-            geom = clipped
-            counts.clipped += 1
-    counts.extend(geom.bounds)
-    return {"geometry": out, "properties": dict(feature.properties)}
 
 
 def _intersection(geom, clip_geom):
@@ -631,28 +580,6 @@ def _flatten(geom) -> Iterable:
             yield from _flatten(part)
     else:
         yield geom
-
-
-def _promote_dict(geom_dict: dict[str, Any], out_type: str) -> dict[str, Any] | None:
-    """A kept-whole geometry in the layer's type, coordinates untouched (None if it cannot be)."""
-    _, base = _split_type(out_type)
-    gtype = geom_dict["type"]
-    if gtype == base or base not in _DIMENSION:
-        return geom_dict
-    if base.startswith("Multi") and gtype == base[len("Multi"):]:
-        return {"type": base, "coordinates": [geom_dict["coordinates"]]}
-    # Another type than the layer's (a mixed source): go through the normaliser.
-    normalised = _normalise(shape(geom_dict), out_type)
-    return None if normalised is None else mapping(normalised)
-
-
-def _as_dict(geometry) -> dict[str, Any]:
-    """A GeoJSON-like dict from a fiona 1.9 Geometry (or a plain dict with older fiona)."""
-    if isinstance(geometry, dict):
-        return geometry
-    if getattr(geometry, "type", None) == "GeometryCollection":
-        return {"type": "GeometryCollection", "geometries": [_as_dict(g) for g in geometry.geometries]}
-    return {"type": geometry.type, "coordinates": geometry.coordinates}
 
 
 def _split_type(geometry_type: str) -> tuple[str, str]:
