@@ -582,6 +582,15 @@ def _flatten(geom) -> Iterable:
         yield geom
 
 
+def _as_dict(geometry) -> dict[str, Any]:
+    """A GeoJSON-like dict from a fiona 1.9 Geometry (or a plain dict with older fiona)."""
+    if isinstance(geometry, dict):
+        return geometry
+    if getattr(geometry, "type", None) == "GeometryCollection":
+        return {"type": "GeometryCollection", "geometries": [_as_dict(g) for g in geometry.geometries]}
+    return {"type": geometry.type, "coordinates": geometry.coordinates}
+
+
 def _split_type(geometry_type: str) -> tuple[str, str]:
     """("3D ", "LineString") from "3D LineString"; ("", "Polygon") from "Polygon"."""
     if geometry_type.startswith("3D "):
