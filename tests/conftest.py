@@ -1,6 +1,7 @@
 """Shared fixtures: real backend processes on loopback, a seeded boundary database, helpers."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -37,6 +38,25 @@ def seeded_boundaries_db(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def raster_mirror(tmp_path_factory):
+    """`raster_mirror(cls, **tif_kwargs)` -> (root, made): `test_catalogue.build_mirror` run once per
+    session for each class and set of options, so tests that only serve and read the generated
+    sources (Aqueduct's 379, ISIMIP's 245, STORM's 140) share them instead of building them again."""
+    from test_catalogue import build_mirror
+
+    built: dict = {}
+
+    def get(cls, **tif_kwargs):
+        key = (cls, tuple(sorted(tif_kwargs.items())))
+        if key not in built:
+            root = tmp_path_factory.mktemp(cls.name) / "mirror"
+            built[key] = (root, build_mirror(root, cls, **tif_kwargs))
+        return built[key]
+
+    return get
+
+
 class BackendProcess:
     """`autopkg serve` or `autopkg worker` as a real subprocess."""
 
@@ -66,6 +86,14 @@ class BackendProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def wait_output(self, text: str, timeout: float = 60) -> None:
+        """Wait until the process has logged `text` (e.g. its consumer's start-up line)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{text!r} not logged (exit code {self.proc.poll()}):\n{self.output()}")
+            time.sleep(0.05)
 
 
 class Backend:
@@ -125,6 +153,19 @@ class Backend:
             time.sleep(0.1)
         raise AssertionError(f"job {job_id} not done after {timeout} s: {status}\n" + "\n".join(p.output() for p in self.processes))
 
+    def wait_provenance(self, boundary: str, job_id: str, timeout: float = 30) -> dict:
+        """The provenance entry of `job_id` (written after the job reports COMPLETE)."""
+        path = self.data_dir / "packages" / boundary / "provenance.json"
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = json.loads(path.read_text()) if path.is_file() else {}
+            found = [e for e in entries.values() if e.get("job_id") == job_id]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no provenance for job {job_id} after {timeout} s: {entries}")
+            time.sleep(0.05)
+
     def stop(self) -> None:
         for proc in self.processes:
             proc.stop()
@@ -134,10 +175,10 @@ def processor_states(status: dict) -> dict[str, str]:
     return {p["processor_name"]: p["job_status"] for p in status["job_group_processors"]}
 
 
-@pytest.fixture
-def backend_env(tmp_path, seeded_boundaries_db) -> dict[str, str]:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+def isolated_env(data_dir: Path, seeded_boundaries_db: Path) -> dict[str, str]:
+    """Environment of a backend in its own data folder (a copy of the seeded boundaries), with
+    the test processors and none of the caller's CCGAUTOPKG_ settings."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(seeded_boundaries_db, data_dir / "boundaries.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCGAUTOPKG_")}
     env.update(
@@ -147,6 +188,11 @@ def backend_env(tmp_path, seeded_boundaries_db) -> dict[str, str]:
         PYTHONPATH=str(ROOT),
     )
     return env
+
+
+@pytest.fixture
+def backend_env(tmp_path, seeded_boundaries_db) -> dict[str, str]:
+    return isolated_env(tmp_path / "data", seeded_boundaries_db)
 
 
 @pytest.fixture
@@ -162,3 +208,15 @@ def served(backend) -> Backend:
     """A running `autopkg serve` (API + 2 embedded workers)."""
     backend.serve()
     return backend
+
+
+@pytest.fixture(scope="session")
+def shared_served(tmp_path_factory, seeded_boundaries_db) -> Iterator[Backend]:
+    """One `autopkg serve` for the whole session, for tests that only read or whose requests are
+    refused: nothing they do changes what the next test sees. Tests that run jobs, upload
+    boundaries or change settings use `served` / `backend` (their own data folder)."""
+    data_dir = tmp_path_factory.mktemp("shared") / "data"
+    b = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
+    b.serve()
+    yield b
+    b.stop()

@@ -13,29 +13,29 @@ FAIL = "test_fail_processor.version_1"
 ADMIN1 = "natural_earth_admin1.version_1"
 
 
-def test_health_openapi_and_redoc_are_served(served):
-    assert served.get("/v1/liveness").json() == {"status": "alive"}
-    ready = served.get("/v1/readiness").json()
+def test_health_openapi_and_redoc_are_served(shared_served):
+    assert shared_served.get("/v1/liveness").json() == {"status": "alive"}
+    ready = shared_served.get("/v1/readiness").json()
     assert ready["checks"] == {"database": "ok", "queue": "ok", "storage": "ok"}
-    paths = served.get("/openapi.json").json()["paths"]
+    paths = shared_served.get("/openapi.json").json()["paths"]
     assert "/v1/jobs/{job_id}" in paths and "/v1/boundaries/search" in paths
-    assert "redoc" in served.get("/redoc").text.lower()
+    assert "redoc" in shared_served.get("/redoc").text.lower()
 
 
-def test_boundary_search_by_name_is_case_insensitive_and_exact_match_first(served):
-    results = served.get("/v1/boundaries/search", params={"name": "GAMBIA"}).json()
+def test_boundary_search_by_name_is_case_insensitive_and_exact_match_first(shared_served):
+    results = shared_served.get("/v1/boundaries/search", params={"name": "GAMBIA"}).json()
     assert results[0] == {"id": results[0]["id"], "name": "gambia", "name_long": "Gambia"}
     assert any(r["name"] == "gambia_banjul" for r in results)
 
 
-def test_boundary_search_by_point_finds_country_and_province(served):
-    names = [r["name"] for r in served.get("/v1/boundaries/search", params={"latitude": -1.29, "longitude": 36.82}).json()]
+def test_boundary_search_by_point_finds_country_and_province(shared_served):
+    names = [r["name"] for r in shared_served.get("/v1/boundaries/search", params={"latitude": -1.29, "longitude": 36.82}).json()]
     assert names == ["kenya", "kenya_nairobi"]
-    assert served.get("/v1/boundaries/search", params={"latitude": -30.0, "longitude": -20.0}).json() == []
+    assert shared_served.get("/v1/boundaries/search", params={"latitude": -30.0, "longitude": -20.0}).json() == []
 
 
-def test_boundary_detail_has_multipolygon_and_envelope(served):
-    body = served.get("/v1/boundaries/gambia").json()
+def test_boundary_detail_has_multipolygon_and_envelope(shared_served):
+    body = shared_served.get("/v1/boundaries/gambia").json()
     assert body["geometry"]["type"] == "MultiPolygon"
     assert body["envelope"]["type"] == "Polygon"
     assert body["admin_level"] == 0 and body["name_long"] == "Gambia"
@@ -54,8 +54,8 @@ def test_boundary_detail_has_multipolygon_and_envelope(served):
         ("/v1/jobs/not-a-job", 404, "job not found"),
     ],
 )
-def test_bad_reads_get_json_errors(served, path, status, message):
-    response = served.get(path)
+def test_bad_reads_get_json_errors(shared_served, path, status, message):
+    response = shared_served.get(path)
     assert response.status_code == status
     assert message in response.json()["detail"]
 
@@ -69,20 +69,20 @@ def test_bad_reads_get_json_errors(served, path, status, message):
         ({"boundary_name": "gambia", "processors": []}, "no processors requested"),
     ],
 )
-def test_bad_job_requests_are_400_with_reason(served, body, message):
-    response = served.post("/v1/jobs", json=body)
+def test_bad_job_requests_are_400_with_reason(shared_served, body, message):
+    response = shared_served.post("/v1/jobs", json=body)
     assert response.status_code == 400
     assert response.json()["detail"] == message
 
 
-def test_malformed_job_request_is_422(served):
-    response = served.post("/v1/jobs", data="{not json", headers={"content-type": "application/json"})
+def test_malformed_job_request_is_422(shared_served):
+    response = shared_served.post("/v1/jobs", data="{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "detail" in response.json()
 
 
-def test_processor_metadata_matches_predecessor(served):
-    version = served.get("/v1/processors/test_processor/version_1").json()
+def test_processor_metadata_matches_predecessor(shared_served):
+    version = shared_served.get("/v1/processors/test_processor/version_1").json()
     assert version == {
         "name": TEST,
         "description": "A test processor for nightlights",
@@ -96,7 +96,7 @@ def test_processor_metadata_matches_predecessor(served):
         "data_origin_url": "http://url",
         "data_formats": ["GeoTIFF"],
     }
-    names = {v["name"] for d in served.get("/v1/processors").json() for v in d["versions"]}
+    names = {v["name"] for d in shared_served.get("/v1/processors").json() for v in d["versions"]}
     assert {TEST, FAIL, ADMIN1} <= names
 
 
@@ -120,9 +120,9 @@ def test_job_runs_to_success_with_progress_and_a_valid_package(served):
     assert gpkg.is_file()
     for page in ("index.html", "license.html", "version.html", "datasets/natural_earth_admin1/version_1/index.html", "datasets/natural_earth_admin1/version_1/license.html"):
         assert served.get(f"/packages/gambia/{page}").status_code == 200
-    provenance = json.loads((root / "provenance.json").read_text())
-    (entry,) = provenance.values()
-    assert entry["job_id"] == job_id and set(entry["processors"]) == {TEST, ADMIN1}
+    entry = served.wait_provenance("gambia", job_id)
+    assert set(entry["processors"]) == {TEST, ADMIN1}
+    assert len(json.loads((root / "provenance.json").read_text())) == 1
 
 
 def test_failing_processor_does_not_fail_the_others(served):
@@ -139,17 +139,25 @@ def test_dataset_already_in_package_is_skipped_at_once(served):
     assert processor_states(response.json()) == {TEST: "SKIPPED"}
 
 
-def test_duplicate_submissions_run_once(served):
-    first = served.submit("senegal", [TEST])
-    second = served.submit("senegal", [TEST])
-    a, b = served.wait_job(first), served.wait_job(second)
-    states = sorted([processor_states(a)[TEST], processor_states(b)[TEST]])
-    assert states in (["SUCCESS", "SUCCESS"], ["SKIPPED", "SUCCESS"])
-    follower = [p for s in (a, b) for p in s["job_group_processors"] if p["followed_job_id"]]
-    executed = [p for s in (a, b) for p in s["job_group_processors"] if p["job_status"] == "SUCCESS" and not p["followed_job_id"]]
-    assert len(executed) == 1
-    if states == ["SUCCESS", "SUCCESS"]:
-        assert follower[0]["followed_job_id"] == executed[0]["job_id"]
+def test_a_second_submission_follows_the_running_one(backend):
+    """The second job arrives while the first is producing the dataset: it must follow (mirror
+    the first's progress and outcome), never run the processor a second time."""
+    backend.env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "3"
+    backend.serve(workers=2)
+    first = backend.submit("senegal", [TEST])
+    backend.wait_job(first, until=lambda s: processor_states(s)[TEST] == "EXECUTING")
+    second = backend.submit("senegal", [TEST])
+    following = backend.wait_job(second, until=lambda s: s["job_group_processors"][0]["followed_job_id"] is not None)
+    (entry,) = following["job_group_processors"]
+    assert entry["followed_job_id"] == first and entry["job_status"] == "EXECUTING"
+    assert entry["job_progress"]["current_task"].startswith(f"following job {first}")
+    a, b = backend.wait_job(first), backend.wait_job(second)
+    assert processor_states(a) == processor_states(b) == {TEST: "SUCCESS"}
+    (ran,), (followed,) = a["job_group_processors"], b["job_group_processors"]
+    assert ran["followed_job_id"] is None
+    assert followed["followed_job_id"] == first and followed["job_result"]["followed_job_id"] == first
+    assert followed["job_result"]["paths"] == ran["job_result"]["paths"]
+    assert backend.wait_provenance("senegal", second)["processors"][TEST]["followed_job_id"] == first
 
 
 def test_cancel_stops_running_and_pending_processors(backend):
@@ -200,8 +208,8 @@ def test_custom_boundary_upload_then_job(served):
         (b" " * 6_000_000, 413, "limit"),
     ],
 )
-def test_bad_boundary_uploads_are_rejected_with_reason(served, payload, status, message):
-    response = served.post("/v1/boundaries", data=payload, headers={"content-type": "application/json"})
+def test_bad_boundary_uploads_are_rejected_with_reason(shared_served, payload, status, message):
+    response = shared_served.post("/v1/boundaries", data=payload, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
 

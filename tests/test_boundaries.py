@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import threading
 from pathlib import Path
 
@@ -13,7 +14,6 @@ from backend.boundaries import BoundaryStore, LoadReport, open_store, slugify
 from backend.errors import BoundaryExists, BoundaryNotFound, InvalidBoundary, InvalidRequest, PayloadTooLarge
 from backend.settings import Settings
 
-WORLD_MAP = Path("/usr/share/qgis/resources/data/world_map.gpkg")
 
 
 @pytest.fixture
@@ -24,12 +24,11 @@ def fresh_store(tmp_path: Path) -> BoundaryStore:
 
 
 @pytest.fixture(scope="session")
-def world_store(tmp_path_factory: pytest.TempPathFactory) -> BoundaryStore:
-    """Natural Earth admin-0 and admin-1, seeded once for the session."""
-    if not WORLD_MAP.exists():
-        pytest.skip("QGIS world map not installed")
-    store = BoundaryStore(tmp_path_factory.mktemp("world") / "boundaries.db")
-    store.seed_natural_earth(WORLD_MAP)
+def world_store(tmp_path_factory: pytest.TempPathFactory, seeded_boundaries_db: Path) -> BoundaryStore:
+    """Natural Earth admin-0 and admin-1: a copy of the session's seeded database (conftest)."""
+    path = tmp_path_factory.mktemp("world") / "boundaries.db"
+    shutil.copy(seeded_boundaries_db, path)
+    store = BoundaryStore(path)
     yield store
     store.close()
 

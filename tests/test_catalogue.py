@@ -211,9 +211,8 @@ def test_declared_layouts_follow_the_origins():
 # --------------------------------------------------------------------------- end to end
 
 
-def test_storm_140_files_and_cache_across_runs(tmp_path):
-    root = tmp_path / "mirror"
-    made = build_mirror(root, StormGlobalMosaics)
+def test_storm_140_files_and_cache_across_runs(tmp_path, raster_mirror):
+    root, made = raster_mirror(StormGlobalMosaics)
     pick = "STORM_FIXED_RETURN_PERIODS_HadGEM3-GC31-HM_700_YR_RP"
     with OriginServer(root) as server:
         first, _ = make_context(tmp_path, server.url, run="first")
@@ -227,16 +226,14 @@ def test_storm_140_files_and_cache_across_runs(tmp_path):
     check_pixels(made[pick], second.output_dir / expected_name(StormGlobalMosaics, pick))
 
 
-def test_wri_aqueduct_379_files(tmp_path):
-    root = tmp_path / "mirror"
-    made = build_mirror(root, WriAqueduct)
+def test_wri_aqueduct_379_files(tmp_path, raster_mirror):
+    root, made = raster_mirror(WriAqueduct)
     out, _ = run_end_to_end(tmp_path, WriAqueduct, root, made, "inuncoast_rcp4p5_wtsub_2030_rp0001_5")
     assert len(out.files) == 379
 
 
-def test_isimip_245_files_from_one_nested_zip(tmp_path):
-    root = tmp_path / "mirror"
-    made = build_mirror(root, IsimipDrought)
+def test_isimip_245_files_from_one_nested_zip(tmp_path, raster_mirror):
+    root, made = raster_mirror(IsimipDrought)
     pick = "lange2020_mpi-hm_miroc5_ewembi_rcp60_2005soc_co2_led_global_annual_2006_2099_2050_occurrence"
     out, ctx = run_end_to_end(tmp_path, IsimipDrought, root, made, pick)
     assert len(out.files) == 245

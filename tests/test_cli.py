@@ -4,15 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import AUTOPKG, ROOT, Backend, free_port
+from tests.conftest import AUTOPKG, ROOT, Backend, free_port, isolated_env
 
 TEST = "test_processor.version_1"
 FAIL = "test_fail_processor.version_1"
@@ -140,12 +138,7 @@ def test_settings_lists_every_variable(backend_env):
 def cli_backend(tmp_path_factory, seeded_boundaries_db):
     """One `autopkg serve` for this module (like `served`, shared to keep the module fast)."""
     data_dir = tmp_path_factory.mktemp("cli") / "data"
-    data_dir.mkdir()
-    shutil.copy(seeded_boundaries_db, data_dir / "boundaries.db")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGAUTOPKG_")}
-    env.update(CCGAUTOPKG_DATA_DIR=str(data_dir), CCGAUTOPKG_INCLUDE_TEST_PROCESSORS="true",
-               CCGAUTOPKG_TEST_PROCESSOR_SECONDS="0.5", PYTHONPATH=str(ROOT))
-    backend = Backend(data_dir, env)
+    backend = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
     backend.serve()
     yield backend
     backend.stop()

@@ -66,9 +66,8 @@ RASTERS = [
 
 
 @pytest.mark.parametrize("cls, tif_kwargs, grid", RASTERS, ids=lambda v: v.full_name() if isinstance(v, type) else "")
-def test_raster_estimates_declared_then_cached(tmp_path, cls, tif_kwargs, grid):
-    root = tmp_path / "mirror"
-    made = build_mirror(root, cls, **tif_kwargs)
+def test_raster_estimates_declared_then_cached(tmp_path, raster_mirror, cls, tif_kwargs, grid):
+    root, made = raster_mirror(cls, **tif_kwargs)
     sources = tuple(replace(s, member_sha1=hashlib.sha1(made[s.part or s.filename].read_bytes()).hexdigest()
                             if s.member_sha1 else None) for s in cls.raster_sources())
     # 0.1: the compressed/raw ratio of the generated ramps (see test_raster_estimate_for_countries...)
@@ -148,16 +147,16 @@ def test_natural_earth_admin1_estimate_on_real_data(tmp_path, name):
     assert_close(estimate, ctx, out.files, name)
 
 
-def test_estimate_route(served):
-    body = served.get("/v1/processors/natural_earth_admin1/version_1/estimate", params={"boundary_name": "kenya"}).json()
+def test_estimate_route(shared_served):
+    body = shared_served.get("/v1/processors/natural_earth_admin1/version_1/estimate", params={"boundary_name": "kenya"}).json()
     assert body["processor"] == "natural_earth_admin1.version_1" and body["boundary_name"] == "kenya"
     assert body["files"] == 1 and 100_000 < body["bytes"] < 2_000_000 and "vector" in body["method"]
-    storm = served.get("/v1/processors/storm/global_mosaics_version_1/estimate", params={"boundary_name": "kenya"}).json()
+    storm = shared_served.get("/v1/processors/storm/global_mosaics_version_1/estimate", params={"boundary_name": "kenya"}).json()
     assert storm["files"] == 140 and storm["bytes"] > 140 * 1300 and "declared" in storm["method"]
-    test = served.get("/v1/processors/test_processor/version_1/estimate", params={"boundary_name": "gambia"}).json()
+    test = shared_served.get("/v1/processors/test_processor/version_1/estimate", params={"boundary_name": "gambia"}).json()
     assert (test["bytes"], test["files"]) == (4, 1)
-    bad = served.get("/v1/processors/storm/global_mosaics_version_1/estimate", params={"boundary_name": "atlantis"})
+    bad = shared_served.get("/v1/processors/storm/global_mosaics_version_1/estimate", params={"boundary_name": "atlantis"})
     assert bad.status_code == 400 and "atlantis" in bad.json()["detail"]
-    missing = served.get("/v1/processors/nope/version_1/estimate", params={"boundary_name": "kenya"})
+    missing = shared_served.get("/v1/processors/nope/version_1/estimate", params={"boundary_name": "kenya"})
     assert missing.status_code == 404
-    assert "/v1/processors/{name}/{version}/estimate" in served.get("/openapi.json").json()["paths"]
+    assert "/v1/processors/{name}/{version}/estimate" in shared_served.get("/openapi.json").json()["paths"]

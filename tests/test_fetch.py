@@ -11,6 +11,7 @@ import sys
 import tarfile
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -286,17 +287,34 @@ def test_zip_bomb_over_the_limit_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_zip_with_lying_sizes_is_stopped_at_the_limit(tmp_path):
-    archive = make_zip(tmp_path / "bomb.zip", {"zeros.bin": b"\0" * 2_000_000})
+def _lie_about_size(archive: Path, declared: int, crc_of: bytes | None = None) -> None:
+    """Patch the declared uncompressed size (and optionally the CRC) of a one-member zip, in the
+    local header (offsets 14/22) and the central directory (offsets 16/24)."""
     data = bytearray(archive.read_bytes())
-    # Patch the declared uncompressed size (local header offset 22, central directory offset 24).
-    data[22:26] = (100).to_bytes(4, "little")
     cd = data.rfind(b"PK\x01\x02")
-    data[cd + 24:cd + 28] = (100).to_bytes(4, "little")
+    for offset in (22, cd + 24):
+        data[offset:offset + 4] = declared.to_bytes(4, "little")
+    if crc_of is not None:
+        for offset in (14, cd + 16):
+            data[offset:offset + 4] = zlib.crc32(crc_of).to_bytes(4, "little")
     archive.write_bytes(bytes(data))
-    with pytest.raises((UnsafeArchive, SourceCorrupt)):
+
+
+def test_zip_with_lying_sizes_never_writes_past_the_declared_size(tmp_path):
+    """2 MB of zeros declared as 100 bytes, under a 1 MB limit: the declared total passes the
+    limit check, and the reader stops at the declared size, so the limit holds while streaming.
+    With the real CRC the truncated member is refused as damaged and nothing is left; with a CRC
+    forged to match the first 100 bytes exactly those 100 bytes are written, never 2 MB."""
+    archive = make_zip(tmp_path / "bomb.zip", {"zeros.bin": b"\0" * 2_000_000})
+    _lie_about_size(archive, 100)
+    with pytest.raises(SourceCorrupt, match="damaged archive.*CRC"):
         extract_archive(archive, tmp_path / "out", max_bytes=1_000_000)
     assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bomb.zip"]  # no staging folder left
+
+    _lie_about_size(archive, 100, crc_of=b"\0" * 100)
+    (extracted,) = extract_archive(archive, tmp_path / "out", max_bytes=1_000_000)
+    assert extracted.stat().st_size == 100
 
 
 def test_tar_archives_are_checked_too(tmp_path):

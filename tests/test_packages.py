@@ -261,6 +261,7 @@ _CHILD = textwrap.dedent(
 
     root, work, go, action, index = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
     store = PackageStore(root)
+    go.with_name(f"ready-{index}").touch()  # imported and at the start line
     while not go.exists():  # start together, so the updates overlap
         time.sleep(0.005)
     for attempt in range(3):
@@ -280,7 +281,10 @@ def _run_children(tmp_path: Path, store: PackageStore, work: Path, action: str, 
                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for i in range(n)
     ]
-    time.sleep(1.0)  # let every child import and wait at the start line
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(n)):  # every child at the start line
+        assert time.monotonic() < deadline and all(c.poll() is None for c in children), "a child did not reach the start line"
+        time.sleep(0.01)
     go.touch()
     for child in children:
         _, err = child.communicate(timeout=60)

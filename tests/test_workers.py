@@ -1,7 +1,6 @@
 """Workers as separate processes: restarts, a worker killed mid-job, Redis scale-out."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -64,10 +63,11 @@ def test_one_job_runs_on_two_worker_processes_sharing_redis(backend, redis_url):
     backend.env.update(CCGAUTOPKG_HUEY_URL=redis_url, CCGAUTOPKG_TEST_PROCESSOR_SECONDS="1.5")
     backend.serve(workers=0)
     workers = [backend.worker(workers=1), backend.worker(workers=1)]
-    time.sleep(1.0)  # both consumers polling before the job arrives
-    status = backend.wait_job(backend.submit("kenya", [TEST, FAIL, ADMIN1]), timeout=60)
+    for worker in workers:  # both consumers polling before the job arrives
+        worker.wait_output("Huey consumer started")
+    job_id = backend.submit("kenya", [TEST, FAIL, ADMIN1])
+    status = backend.wait_job(job_id, timeout=60)
     assert processor_states(status) == {TEST: "SUCCESS", FAIL: "FAILURE", ADMIN1: "SUCCESS"}
-    provenance = json.loads((backend.data_dir / "packages/kenya/provenance.json").read_text())
-    (entry,) = provenance.values()
+    entry = backend.wait_provenance("kenya", job_id)
     pids = {p["worker"]["pid"] for p in entry["processors"].values()}
     assert pids == {w.proc.pid for w in workers}

@@ -159,8 +159,19 @@ def test_cancelling_the_algorithm_cancels_the_job(processing, backend, backend_e
     backend_env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "20"
     backend.serve(workers=1)
     feedback = RecordingFeedback()
-    # processing.run() runs in this thread: cancel from another one, as the dialog's button would
-    canceller = threading.Timer(2.0, feedback.cancel)
+
+    def cancel_once_running() -> None:
+        """processing.run() runs in this thread: cancel from another one, as the dialog's button
+        would, once the job's processor is running on the backend."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            submitted = [i.split()[1] for i in list(feedback.infos) if i.startswith("Job ") and "submitted" in i]
+            if submitted and backend.get(f"/v1/jobs/{submitted[0]}").json()["job_group_status"] == "EXECUTING":
+                break
+            time.sleep(0.05)
+        feedback.cancel()
+
+    canceller = threading.Thread(target=cancel_once_running)
     canceller.start()
     started = time.monotonic()
     with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
@@ -168,7 +179,7 @@ def test_cancelling_the_algorithm_cancels_the_job(processing, backend, backend_e
             "BACKEND_URL": backend.url, "BOUNDARY": "kenya", "PROCESSORS": "test_processor.version_1", "WAIT": True,
         }, feedback=feedback)
     canceller.join()
-    assert time.monotonic() - started < 10, "cancelled long before the 20 s processor would end"
+    assert time.monotonic() - started < 20, "cancelled before the 20 s processor could end"
     (submitted,) = [i for i in feedback.infos if i.startswith("Job ") and "submitted" in i]
     job_id = submitted.split()[1]
     assert f"Job {job_id} cancelled" in feedback.infos
