@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 from typing import Any
 
 from backend.settings import Settings
 
 log = logging.getLogger("autopkg")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _service(args: argparse.Namespace):
@@ -22,12 +26,44 @@ def _service(args: argparse.Namespace):
 def _consumer(service, workers: int):
     from huey.consumer import Consumer
 
-    # max_delay: an idle consumer polls at least every 0.5 s, so a new job starts promptly.
-    return Consumer(service.queue.huey, workers=workers, worker_type="thread", check_worker_health=True, max_delay=0.5)
+    # Worker processes, not threads: clipping is CPU-bound and threads share one GIL. Huey forks
+    # them from this process once it holds no SQLite connection (it closes the queue's storage
+    # itself; the boundary store is closed here and reconnects in each child) and no open GDAL
+    # dataset. max_delay: an idle consumer polls at least every 0.5 s, so a job starts promptly.
+    service.boundaries.close()
+    return Consumer(service.queue.huey, workers=workers, worker_type="process", check_worker_health=True, max_delay=0.5)
+
+
+#: Niceness added to the workers `serve` starts: when they use every core, the API still gets the
+#: CPU first, so a busy worker never delays a status poll or a search.
+SERVE_WORKER_NICENESS = 5
+
+
+def _start_worker_process(workers: int, verbose: bool) -> subprocess.Popen:
+    """`autopkg worker` as a child process of `serve` (a fresh interpreter: nothing of the API
+    process is inherited), lowered in priority and stopped with its parent (PR_SET_PDEATHSIG)."""
+
+    def lower_priority_and_die_with_parent() -> None:  # in the child, before exec
+        os.nice(SERVE_WORKER_NICENESS)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    command = [sys.executable, "-m", "backend.cli", *(["--verbose"] if verbose else []), "worker", "--workers", str(workers)]
+    return subprocess.Popen(command, preexec_fn=lower_priority_and_die_with_parent)
+
+
+def _stop_worker_process(worker: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGINT: the consumer finishes the tasks it is running (as `serve` did before), then exits."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """API + embedded consumer in one process."""
+    """The API in this process; the workers in a child process (`autopkg worker`)."""
     import uvicorn
 
     from backend.api import create_app
@@ -37,22 +73,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.seed_boundaries and service.boundaries.count() == 0:
         report = service.boundaries.seed_natural_earth(settings.world_map_gpkg)
         log.info("seeded boundaries from %s: %d loaded, %d skipped", settings.world_map_gpkg, report.loaded, report.skipped)
-    consumer = _consumer(service, settings.workers) if settings.workers > 0 else None
-    if consumer:
-        consumer.start()
+    worker = _start_worker_process(settings.workers, args.verbose) if settings.workers > 0 else None
     base = f"http://{settings.host}:{settings.port}"
     print(f"CCG AutoPackaging {base}\n  API:      {base}/v1/processors\n  ReDoc:    {base}/redoc\n"
           f"  Packages: {base}/packages/\n  Data dir: {settings.data_dir}\n  Workers:  {settings.workers}", flush=True)
     try:
         uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="info")
     finally:
-        if consumer:
-            consumer.stop(graceful=True)
+        if worker:
+            _stop_worker_process(worker)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Consumers only (scale-out: run on any machine sharing the queue and the package storage)."""
+    """Worker processes only (scale-out: run on any machine sharing the queue and the package storage)."""
     service = _service(args)
     _consumer(service, service.settings.workers).run()
     return 0
@@ -152,10 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     url.add_argument("--url", default=os.environ.get("CCGAUTOPKG_URL", "http://127.0.0.1:8000"), help="backend URL (env CCGAUTOPKG_URL)")
     url.add_argument("--token", default=os.environ.get("CCGAUTOPKG_API_TOKEN") or None, help="API token (env CCGAUTOPKG_API_TOKEN)")
 
-    p = sub.add_parser("serve", help="run the API with an embedded worker")
+    p = sub.add_parser("serve", help="run the API, and the workers in a child process")
     p.add_argument("--host"), p.add_argument("--port", type=int), p.add_argument("--workers", type=int, help="0: API only")
     p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("worker", help="run queue consumers only")
+    p = sub.add_parser("worker", help="run worker processes only")
     p.add_argument("--workers", type=int)
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("settings", help="list every setting with its default")

@@ -31,7 +31,7 @@ class Settings:
     huey_url: str = setting("", "Job queue: empty for SqliteHuey at DATA_DIR/huey.db, or `redis://host:port/db` for RedisHuey shared by many workers.")
     host: str = setting("127.0.0.1", "Address `autopkg serve` listens on.")
     port: int = setting(8000, "Port `autopkg serve` listens on.")
-    workers: int = setting(2, "Worker threads of the embedded consumer (`serve`) or of `autopkg worker`.")
+    workers: int = setting(None, "Worker processes `serve` starts (0: API only) or `autopkg worker` runs. Default: the number of CPU cores.")
     api_token: str = setting("", "When set, every route except liveness, readiness and the API docs requires `Authorization: Bearer <token>`.")
     packages_host_url: str = setting("", "Public base URL of the package files; empty means the API's own `/packages` route.")
     include_test_processors: bool = setting(False, "List the predecessor's `test_processor` and `test_fail_processor`.")
@@ -54,6 +54,8 @@ class Settings:
         ):
             value = getattr(self, name)
             object.__setattr__(self, name, Path(value) if value else default)
+        if self.workers is None:
+            object.__setattr__(self, "workers", os.cpu_count() or 1)
         if self.storage_backend != "localfs":
             raise ValueError(f"{PREFIX}STORAGE_BACKEND={self.storage_backend!r}: only 'localfs' is supported")
 

@@ -129,7 +129,7 @@ def test_settings_lists_every_variable(backend_env):
     source = (ROOT / "backend" / "settings.py").read_text()
     declared = {PREFIX + name.upper() for name in re.findall(r"^    (\w+): [\w\[\], ]+ = setting\(", source, re.M)}
     assert declared == set(expected)
-    assert "CCGAUTOPKG_WORKERS=2\n" in result.stdout
+    assert "CCGAUTOPKG_WORKERS=\n" in result.stdout  # default: the number of cores
 
 
 # -- against a running backend ---------------------------------------------------------------------
