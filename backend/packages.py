@@ -25,6 +25,7 @@ from backend.boundaries import NAME_PATTERN as SAFE_NAME  # package folders are 
 from backend.errors import PackageNotFound, UnsafePath
 from backend.html import dataset_index_html, dataset_license_html, package_index_html, package_license_html, package_version_html
 from processors.base import Processor, ProcessorOutput
+from processors.outputs import FileFacts, file_facts
 
 _thread_locks: dict[Path, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
@@ -34,11 +35,14 @@ def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, *also) -> str:
+    """sha256 of the file; its bytes are also fed to the `also` digests (a running hash)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+            for other in also:
+                other.update(block)
     return digest.hexdigest()
 
 
@@ -154,17 +158,21 @@ class PackageStore:
         staging = final.parent / f".staging-{processor.version}-{uuid.uuid4().hex}"
         (staging / "data").mkdir(parents=True)
         try:
-            paths, hashes, total = [], [], 0
+            paths, hashes, facts, total = [], [], [], 0
+            whole = hashlib.sha256()  # over the files in path[] order: frictionless's multipart hash
             for name in output.files:
                 source = (output_dir / name).resolve()
                 if source.parent != output_dir.resolve() or not source.is_file():
                     raise ValueError(f"processor output {name!r} is not a file in its output folder")
                 target = staging / "data" / source.name
                 shutil.move(source, target)  # a rename on the same file system, a copy otherwise
-                hashes.append(sha256_file(target))
+                hashes.append(sha256_file(target, whole))
+                facts.append(file_facts(target))
                 total += target.stat().st_size
                 paths.append((final / "data" / source.name).relative_to(folder).as_posix())
-            resource = build_resource(processor, output, paths=paths, hashes=hashes, total_bytes=total)
+            resource = build_resource(
+                processor, output, paths=paths, hashes=hashes, total_bytes=total, total_sha256=whole.hexdigest(), facts=facts
+            )
             write_atomic(staging / "index.html", dataset_index_html(processor, resource))
             write_atomic(staging / "license.html", dataset_license_html(processor))
             with self.locked(boundary["name"]):
@@ -181,6 +189,7 @@ class PackageStore:
         package["resources"].sort(key=lambda r: r["name"])
         licenses = {r["license"]["name"]: r["license"] for r in package["resources"]}
         package["licenses"] = [licenses[k] for k in sorted(licenses)]
+        package["synthetic"] = any(r.get("synthetic", False) for r in package["resources"])
         package["updated"] = utcnow()
         write_json_atomic(folder / "datapackage.json", package)
         self._write_package_pages(folder, boundary, package)
@@ -249,16 +258,44 @@ def new_datapackage(boundary: dict[str, Any]) -> dict[str, Any]:
         "profile": "data-package",
         "created": utcnow(),
         "licenses": [],
+        "synthetic": False,
         "resources": [],
     }
 
 
 def build_resource(
-    processor: type[Processor], output: ProcessorOutput, *, paths: list[str], hashes: list[str], total_bytes: int
+    processor: type[Processor],
+    output: ProcessorOutput,
+    *,
+    paths: list[str],
+    hashes: list[str],
+    total_bytes: int,
+    total_sha256: str,
+    facts: list[FileFacts],
 ) -> dict[str, Any]:
-    """The predecessor's resource shape, with sha256 hashes and the dataset's citation."""
+    """The predecessor's resource shape (`path[]`, per-file sha256 `hashes[]`, `bytes`, licence,
+    sources, citation) plus the standard `hash` (sha256 of the files concatenated in `path[]`
+    order, which is what frictionless checks for a multi-file resource, so a flipped byte fails
+    `frictionless validate`) and the extension read by the QGIS plugin: `synthetic`,
+    `dimensions` and `files[]` (label, dimension values, the CRS and format read from each file,
+    `empty`)."""
     meta = processor.metadata
     license_ = {"name": meta.license.name, "path": meta.license.path, "title": meta.license.title}
+    dimensions = {d.name: d for d in output.dimensions}
+    files = []
+    for path, fact in zip(paths, facts):
+        detail = output.detail(path.rsplit("/", 1)[-1])
+        for key, value in detail.dimensions.items():
+            if key not in dimensions or value not in dimensions[key].values:
+                raise ValueError(f"{processor.full_name()}: {detail.name} has {key}={value!r}, not a declared dimension value")
+        files.append({
+            "path": path,
+            "label": detail.label,
+            "dimensions": dict(detail.dimensions),
+            "crs": fact.crs,
+            "format": fact.format or output.format,
+            "empty": detail.empty or fact.features == 0,
+        })
     resource = {
         "name": resource_name(processor),
         "processor": processor.full_name(),
@@ -268,6 +305,7 @@ def build_resource(
         "path": paths,
         "format": output.format,
         "bytes": total_bytes,
+        "hash": f"sha256:{total_sha256}",
         "hashes": hashes,
         "hash_algorithm": "sha256",
         "license": license_,
@@ -275,6 +313,9 @@ def build_resource(
         "sources": [{"title": meta.title_long or meta.title or meta.dataset or processor.name, "path": meta.origin_url}],
         "citation": meta.citation,
         "author": meta.author,
+        "synthetic": output.synthetic or any(f.synthetic for f in facts),
+        "dimensions": [d.as_json() for d in output.dimensions],
+        "files": files,
     }
     resource.update(output.extra)
     return resource

@@ -2,10 +2,12 @@
 from processors.base import (
     Boundary,
     DataLicense,
+    Dimension,
+    OutputFile,
     Processor,
     ProcessorContext,
     ProcessorMetadata,
     ProcessorOutput,
 )
 
-__all__ = ["Boundary", "DataLicense", "Processor", "ProcessorContext", "ProcessorMetadata", "ProcessorOutput"]
+__all__ = ["Boundary", "DataLicense", "Dimension", "OutputFile", "Processor", "ProcessorContext", "ProcessorMetadata", "ProcessorOutput"]

@@ -54,13 +54,60 @@ class Boundary:
 
 
 @dataclass(frozen=True)
+class Dimension:
+    """One axis along which a multi-file dataset varies (model, return period, ...).
+
+    `values` are the strings used in `OutputFile.dimensions`, in display order; `default` is the
+    value of the slice shown first (e.g. the 100-year map)."""
+
+    name: str
+    title: str
+    values: tuple[str, ...]
+    default: str
+    unit: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.default not in self.values:
+            raise ValueError(f"dimension {self.name}: default {self.default!r} is not one of its values")
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "title": self.title}
+        if self.unit:
+            out["unit"] = self.unit
+        out.update(values=list(self.values), default=self.default)
+        return out
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """What a processor says about one file it wrote: a human label, its place along the
+    dataset's dimensions, and whether it holds no data inside the boundary."""
+
+    name: str  # file name in context.output_dir
+    label: str
+    dimensions: Mapping[str, str] = field(default_factory=dict)
+    empty: bool = False
+
+
+@dataclass(frozen=True)
 class ProcessorOutput:
-    """Files a processor wrote into `context.output_dir`, described as one resource."""
+    """Files a processor wrote into `context.output_dir`, described as one resource.
+
+    `details` (optional, one per file, any order) label the files and place them along
+    `dimensions`; a file without details is labelled by its name. `synthetic` says the outputs
+    were made from synthetic stand-ins (outputs carrying a SYNTHETIC tag are detected anyway)."""
 
     files: list[str]  # file names relative to context.output_dir
     format: str
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    dimensions: tuple[Dimension, ...] = ()
+    details: tuple[OutputFile, ...] = ()
+    synthetic: bool = False
+
+    def detail(self, name: str) -> OutputFile:
+        """The details of file `name` (a plain label when the processor gave none)."""
+        return next((d for d in self.details if d.name == name), OutputFile(name=name, label=name))
 
 
 @dataclass

@@ -36,14 +36,14 @@ import os
 import shutil
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Iterable
+from typing import ClassVar, Mapping
 from urllib.parse import unquote, urlsplit
 
 import requests
 
-from processors.base import Boundary, DataLicense, Processor, ProcessorContext, ProcessorOutput
+from processors.base import Boundary, DataLicense, Dimension, OutputFile, Processor, ProcessorContext, ProcessorOutput
 from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, SourceUnavailable
 from processors.fetch import USER_AGENT, Hasher, cache_path, extract_archive, fetch, file_lock, synthetic_hashes
 from processors.estimate import DEFAULT_COMPRESSION_RATIO, RasterGrid, estimate_raster_sources
@@ -90,6 +90,8 @@ class RasterSource:
     member_sha1: str | None = None
     member_sha256: str | None = None
     grid: "RasterGrid | None" = None  # this file's grid, when it differs from the dataset's `grid`
+    label: str | None = None  # human label of the output (default: the file stem)
+    dimensions: Mapping[str, str] = field(default_factory=dict)  # values along the dataset's `dimensions`
 
     @property
     def filename(self) -> str:
@@ -108,9 +110,13 @@ class RasterSource:
         return urlsplit(self.url).path.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def parts_from_stems(urls: Iterable[str], **kwargs) -> tuple[RasterSource, ...]:
-    """RasterSources for plain GeoTIFF URLs, each output named after its file stem."""
-    return tuple(RasterSource(url=url, part=RasterSource(url=url).stem, **kwargs) for url in urls)
+def part_from_stem(url: str, **kwargs) -> RasterSource:
+    """The RasterSource of a plain GeoTIFF URL whose output is named after its file stem."""
+    return RasterSource(url=url, part=RasterSource(url=url).stem, **kwargs)
+
+
+#: The extra dimension of outputs split at the antimeridian (see `processors.raster`).
+SIDE = Dimension("side", "Side of the antimeridian", ("east", "west"), "east")
 
 
 class RasterCatalogueProcessor(Processor):
@@ -122,6 +128,8 @@ class RasterCatalogueProcessor(Processor):
     """
 
     sources: ClassVar[tuple[RasterSource, ...]] = ()
+    #: Axes the files vary along (each source's `dimensions` gives its values); () for one file.
+    dimensions: ClassVar[tuple[Dimension, ...]] = ()
     expected_crs: ClassVar[str | None] = None
     compress: ClassVar[str] = "DEFLATE"
     max_extract_bytes: ClassVar[int] = 20 * 1024**3
@@ -196,8 +204,8 @@ class RasterCatalogueProcessor(Processor):
         pool: concurrent.futures.ThreadPoolExecutor | None = None
         futures: dict[str, concurrent.futures.Future] = {}
         files: list[str] = []
+        details: list[OutputFile] = []
         written: list[Path] = []
-        crs_name = None
         member_index: dict[Path, dict[str, list[Path]]] = {}
         try:
             for i, src in enumerate(sources):
@@ -226,7 +234,7 @@ class RasterCatalogueProcessor(Processor):
                     ) from exc
                 written.extend(result.paths)
                 files.extend(p.name for p in result.paths)
-                crs_name = crs_name or result.crs
+                details.extend(self._detail(src, out) for out in result.outputs)
                 if i == 0 and total > 1 and self.prefetch > 0:
                     # The first file showed that the boundary overlaps the data: from here on,
                     # download ahead while clipping.
@@ -245,15 +253,28 @@ class RasterCatalogueProcessor(Processor):
             session.close()
 
         context.progress(100, f"clipped {total} source file{'s' if total > 1 else ''}")
+        split = any(d.dimensions.get(SIDE.name) for d in details)
         return ProcessorOutput(
             files=files,
             format=self.output_format,
             description=(
                 f"{self.metadata.title} clipped to {boundary.name_long or boundary.name}: "
-                f"{len(files)} Cloud-Optimised GeoTIFF{'s' if len(files) != 1 else ''} ({crs_name})"
+                f"{len(files)} Cloud-Optimised GeoTIFF{'s' if len(files) != 1 else ''}"
             ),
-            extra={"crs": crs_name, "source_file_count": total},
+            extra={"source_file_count": total},
+            dimensions=tuple(self.dimensions) + ((SIDE,) if split else ()),
+            details=tuple(details),
         )
+
+    @staticmethod
+    def _detail(src: RasterSource, out) -> OutputFile:
+        """Label and dimension values of one written output (one side of the antimeridian, maybe)."""
+        label = src.label or src.stem
+        dimensions = dict(src.dimensions)
+        if out.part:
+            label = f"{label} ({out.part} of the antimeridian)"
+            dimensions[SIDE.name] = out.part
+        return OutputFile(name=out.path.name, label=label, dimensions=dimensions)
 
     # ------------------------------------------------------------------------------ estimate
 

@@ -31,6 +31,7 @@ from processors.builtin.wri_aqueduct import WriAqueduct
 from processors.catalogue import RasterCatalogueProcessor
 from processors.errors import NoDataForBoundary, SourceCorrupt, SourceUnavailable
 from processors.fetch import mirror_url
+from processors.outputs import file_facts
 from processors.registry import ProcessorRegistry
 from sources import MOLLWEIDE_X, MOLLWEIDE_Y, OriginServer  # tests/ is on sys.path
 
@@ -255,7 +256,7 @@ def test_jrc_ghsl_population_stays_in_mollweide(tmp_path):
     made = build_mirror(root, JrcGhslPopulation, crs="ESRI:54009", bounds=MOLLWEIDE, width=72, height=36)
     out, ctx = run_end_to_end(tmp_path, JrcGhslPopulation, root, made, None)
     assert out.files == ["jrc_ghsl_population-r2022_epoch2020_1km-testland.tif"]
-    assert out.extra["crs"] == "ESRI:54009"
+    assert file_facts(ctx.output_dir / out.files[0]).crs == "ESRI:54009"
     with rasterio.open(ctx.output_dir / out.files[0]) as ds:
         assert ds.crs == rasterio.crs.CRS.from_user_input("ESRI:54009")
 
@@ -389,4 +390,5 @@ def test_outputs_install_as_a_datapackage_resource(tmp_path):
     assert resource["license"] == {"name": "CC0-1.0", "path": "https://creativecommons.org/publicdomain/zero/1.0/",
                                    "title": FewStorm.metadata.license.title}
     assert resource["sources"] == [{"title": FewStorm.metadata.title_long, "path": "https://doi.org/10.5281/zenodo.7438145"}]
-    assert "Bloemendaal" in resource["citation"] and resource["crs"] == "EPSG:4326"
+    assert "Bloemendaal" in resource["citation"] and "crs" not in resource
+    assert [f["crs"] for f in resource["files"]] == ["EPSG:4326"] * len(out.files)

@@ -10,6 +10,7 @@ import fiona
 import pytest
 import rasterio
 
+from backend.packages import PackageStore
 from processors.builtin.natural_earth_admin1 import DEFAULT_WORLD_MAP_GPKG
 from processors.fetch import SYNTHETIC_MANIFEST, mirror_url
 from processors.registry import ProcessorRegistry
@@ -62,11 +63,21 @@ def test_every_processor_runs_for_kenya_offline(mirror, tmp_path, name):
     assert all(f.endswith("-kenya.tif") or f.endswith("-kenya.gpkg") for f in out.files)
     expected = getattr(cls, "total_expected_files", lambda: 1)()
     assert len(out.files) == expected
+    crs = {}
     for f in out.files:
         path = ctx.output_dir / f
         if f.endswith(".gpkg"):
             with fiona.open(path) as src:
                 assert len(src) > 0, f
+                crs[f] = src.crs.to_string()
         else:
             with rasterio.open(path) as ds:
                 assert ds.width > 0 and ds.height > 0
+                crs[f] = ds.crs.to_string()
+    # The package declares each file's own CRS (read independently above), none for the resource.
+    store = PackageStore(tmp_path / "packages")
+    resource = store.install_dataset({"name": "kenya", "name_long": "Kenya"}, cls, out, ctx.output_dir)
+    assert "crs" not in resource
+    assert {f["path"].rsplit("/", 1)[1]: f["crs"] for f in resource["files"]} == crs
+    if name == "gridfinder.version_1":
+        assert crs["gridfinder-version_1-lv-kenya.tif"] == "ESRI:54009"

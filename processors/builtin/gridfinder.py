@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processors.base import Boundary, ProcessorContext, ProcessorMetadata, ProcessorOutput
+from processors.base import Boundary, Dimension, OutputFile, ProcessorContext, ProcessorMetadata, ProcessorOutput
 from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource
 from processors.estimate import RasterGrid, estimate_vector
 from processors.fetch import cache_path, fetch
@@ -51,10 +51,14 @@ class Gridfinder(RasterCatalogueProcessor):
     )
     sources = (
         RasterSource(url=ZENODO_FILES + "targets.tif", part="targets",
+                     label="Locations predicted to be grid-connected (targets.tif)", dimensions={"layer": "targets"},
                      grid=RasterGrid("EPSG:4326", (-180.0, -60.0, 180.0, 84.0), 43200, 17280, "uint8")),
         RasterSource(url=ZENODO_FILES + "lv.tif", part="lv",
+                     label="Low-voltage line length per cell (lv.tif)", dimensions={"layer": "lv"},
                      grid=RasterGrid("ESRI:54009", (-18041000.0, -9000000.0, 18041000.0, 9000000.0), 36082, 18000, "float32")),
     )
+    dimensions = (Dimension("layer", "Layer", ("grid", "targets", "lv"), "grid"),)
+    grid_label = "Predicted medium- and high-voltage grid lines (grid.gpkg)"
     declared_grid_features = 1_200_000  # predicted MV/HV line segments in grid.gpkg
     declared_grid_feature_bytes = 250
     grid_url = GRID_URL
@@ -105,14 +109,18 @@ class Gridfinder(RasterCatalogueProcessor):
                 (Path(context.output_dir) / name).unlink(missing_ok=True)
             raise
         context.progress(100, f"wrote {result.feature_count} grid lines and {len(rasters.files)} rasters")
+        grid_detail = OutputFile(name=filename, label=self.grid_label, dimensions={"layer": "grid"},
+                                 empty=result.feature_count == 0)
         return ProcessorOutput(
             files=[filename] + rasters.files,
             format=self.output_format,
             description=(
                 f"{self.metadata.title} for {boundary.name_long or boundary.name}: "
-                f"{result.feature_count} grid lines (GeoPackage, {result.crs}) and "
-                f"{len(rasters.files)} Cloud-Optimised GeoTIFFs ({rasters.extra.get('crs')})"
+                f"{result.feature_count} grid lines (GeoPackage) and "
+                f"{len(rasters.files)} Cloud-Optimised GeoTIFFs (targets in EPSG:4326, lv in Mollweide)"
             ),
-            extra={"grid_features": result.feature_count, "crs": rasters.extra.get("crs"), "grid_crs": result.crs},
+            extra={"grid_features": result.feature_count},
+            dimensions=rasters.dimensions,
+            details=(grid_detail,) + rasters.details,
         )
 

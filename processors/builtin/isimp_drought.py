@@ -17,7 +17,7 @@ folder; it is extracted once into the source cache (safely) and members are foun
 """
 from __future__ import annotations
 
-from processors.base import ProcessorMetadata
+from processors.base import Dimension, ProcessorMetadata
 from processors.catalogue import CC0, RasterCatalogueProcessor, RasterSource
 from processors.estimate import RasterGrid
 
@@ -40,19 +40,43 @@ def _soc(model: str, scenario: str) -> str:
     return "2005soc"
 
 
-def source_names() -> list[str]:
-    names = []
+VARIABLES = {"drought": "Extreme drought", "heatwave": "Extreme heatwave"}
+SCENARIO_LABELS = {"historical": "historical", "rcp26": "RCP2.6", "rcp60": "RCP6.0"}
+DIMENSIONS = (
+    Dimension("variable", "Event", tuple(VARIABLES), "drought"),
+    Dimension("impact_model", "Impact model", DROUGHT_MODELS + HEAT_MODELS, "clm45"),
+    Dimension("gcm", "Climate model (GCM)", GCMS, "gfdl-esm2m"),
+    Dimension("scenario", "Scenario", tuple(SCENARIO_LABELS), "historical"),
+    Dimension("epoch", "Epoch", ("baseline", "2030", "2050", "2080"), "baseline"),
+)
+
+
+def source_runs() -> list[tuple[str, dict[str, str]]]:
+    """(file name, dimension values) of the 245 GeoTIFFs, in the archive's order."""
+    runs = []
     for model in DROUGHT_MODELS + HEAT_MODELS:
         indicator = "leh" if model in HEAT_MODELS else "led"
         for gcm in GCMS:
             if (model, gcm) in MODEL_GCM_GAPS:
                 continue
             for scenario, years, epoch in RUNS:
-                names.append(
+                name = (
                     f"lange2020_{model}_{gcm}_ewembi_{scenario}_{_soc(model, scenario)}_co2_{indicator}"
                     f"_global_annual_{years}_{epoch}_occurrence.tif"
                 )
-    return names
+                runs.append((name, {"variable": "heatwave" if indicator == "leh" else "drought",
+                                    "impact_model": model, "gcm": gcm, "scenario": scenario, "epoch": epoch}))
+    return runs
+
+
+def source_names() -> list[str]:
+    return [name for name, _ in source_runs()]
+
+
+def source_label(d: dict[str, str]) -> str:
+    when = "1861-2005 baseline" if d["epoch"] == "baseline" else d["epoch"]
+    return (f"{VARIABLES[d['variable']]} occurrence — {d['impact_model']} forced by {d['gcm']}, "
+            f"{SCENARIO_LABELS[d['scenario']]}, {when}")
 
 
 class IsimipDrought(RasterCatalogueProcessor):
@@ -83,8 +107,10 @@ class IsimipDrought(RasterCatalogueProcessor):
         ),
     )
     sources = tuple(
-        RasterSource(url=SOURCE_URL, member=name, part=name[: -len(".tif")]) for name in source_names()
+        RasterSource(url=SOURCE_URL, member=name, part=name[: -len(".tif")], label=source_label(dims), dimensions=dims)
+        for name, dims in source_runs()
     )
+    dimensions = DIMENSIONS
     expected_crs = "EPSG:4326"
     max_extract_bytes = 20 * 1024**3
     grid = RasterGrid("EPSG:4326", (-180.0, -90.0, 180.0, 90.0), 720, 360, "float32")  # 0.5 degree

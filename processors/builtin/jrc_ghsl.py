@@ -5,7 +5,7 @@ raster. Each source is a zip holding one GeoTIFF.
 """
 from __future__ import annotations
 
-from processors.base import ProcessorMetadata
+from processors.base import Dimension, ProcessorMetadata
 from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource
 from processors.estimate import RasterGrid
 
@@ -32,6 +32,7 @@ BUILT_C_TIF_SHA1 = {
     "MSZ": "5bdc5a6036f72d119745c02b940cbbadbb881d66",
     "FUN": "344f6d54e3253b3c0a3370e7dbe8da328586ec79",
 }
+BUILT_C_LABELS = {"MSZ": "Morphological Settlement Zone (MSZ)", "FUN": "Functional Classification (FUN)"}
 EC_REUSE = (
     " Reuse is authorised under the European Commission's reuse policy (Commission Decision "
     "2011/833/EU), provided the source is acknowledged. © European Union, 2022."
@@ -113,9 +114,12 @@ class JrcGhslBuiltC(RasterCatalogueProcessor):
             member=f"{built_c_stem(kind)}.tif",
             part=built_c_stem(kind),
             member_sha1=BUILT_C_TIF_SHA1[kind],
+            label=BUILT_C_LABELS[kind],
+            dimensions={"layer": kind},
         )
         for kind in ("MSZ", "FUN")
     )
+    dimensions = (Dimension("layer", "Layer", tuple(BUILT_C_LABELS), "MSZ"),)
     expected_crs = "ESRI:54009"
     max_extract_bytes = 120 * 1024**3
     grid = RasterGrid("ESRI:54009", MOLLWEIDE_BOUNDS, 3608200, 1800000, "uint8")  # 10 m

@@ -84,6 +84,5 @@ class NaturalEarthAdmin1(Processor):
                 "layer": result.layer,
                 "feature_count": result.feature_count,
                 "geometry_type": result.geometry_type,
-                "crs": result.crs,
             },
         )

@@ -122,7 +122,7 @@ class NaturalEarthVector(Processor):
                 f"{self.metadata.title} clipped to {boundary.name_long or boundary.name}: "
                 f"{result.feature_count} roads (layer {result.layer}, {result.geometry_type}, {result.crs})"
             ),
-            extra={"layer": result.layer, "feature_count": result.feature_count, "crs": result.crs},
+            extra={"layer": result.layer, "feature_count": result.feature_count},
         )
 
     def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:

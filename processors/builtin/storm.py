@@ -1,8 +1,8 @@
 """STORM tropical cyclone wind speed return-period maps (global mosaics), 140 GeoTIFFs."""
 from __future__ import annotations
 
-from processors.base import ProcessorMetadata
-from processors.catalogue import CC0, RasterCatalogueProcessor, parts_from_stems
+from processors.base import Dimension, ProcessorMetadata
+from processors.catalogue import CC0, RasterCatalogueProcessor, RasterSource, part_from_stem
 from processors.estimate import RasterGrid
 
 ZENODO_FILES = "https://zenodo.org/record/7438145/files/"
@@ -12,12 +12,27 @@ MODELS = ("constant", "CMCC-CM2-VHR4", "CNRM-CM6-1-HR", "EC-Earth3P-HR", "HadGEM
 RETURN_PERIODS = tuple(range(10, 101, 10)) + tuple(range(200, 1001, 100)) + tuple(range(2000, 10001, 1000))
 
 
-def source_urls() -> list[str]:
-    return [
-        f"{ZENODO_FILES}STORM_FIXED_RETURN_PERIODS_{model}_{rp}_YR_RP.tif"
+DIMENSIONS = (
+    Dimension("model", "Climate model", MODELS, "constant"),
+    Dimension("return_period", "Return period", tuple(str(rp) for rp in RETURN_PERIODS), "100", unit="years"),
+)
+
+
+def _climate(model: str) -> str:
+    return "present climate" if model == "constant" else f"{model}, 2050 RCP8.5"
+
+
+def storm_sources() -> tuple[RasterSource, ...]:
+    """The 140 maps, model-major, each labelled and placed along model x return period."""
+    return tuple(
+        part_from_stem(
+            f"{ZENODO_FILES}STORM_FIXED_RETURN_PERIODS_{model}_{rp}_YR_RP.tif",
+            label=f"{rp}-year return period — {_climate(model)}",
+            dimensions={"model": model, "return_period": str(rp)},
+        )
         for model in MODELS
         for rp in RETURN_PERIODS
-    ]
+    )
 
 
 class StormGlobalMosaics(RasterCatalogueProcessor):
@@ -51,7 +66,8 @@ class StormGlobalMosaics(RasterCatalogueProcessor):
             "4TU.ResearchData. Dataset. https://doi.org/10.4121/14510817.v3"
         ),
     )
-    sources = parts_from_stems(source_urls())
+    sources = storm_sources()
+    dimensions = DIMENSIONS
     expected_crs = "EPSG:4326"
     #: 0.1 degree between 60 S and 60 N (declared for estimates; the cached file's grid wins).
     grid = RasterGrid("EPSG:4326", (-180.0, -60.0, 180.0, 60.0), 3600, 1200, "float32")

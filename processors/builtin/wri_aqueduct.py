@@ -19,8 +19,8 @@ packages (e.g. `inunriver_rcp4p5_00000NorESM1-M_2080_rp00250`, `inuncoast_histor
 """
 from __future__ import annotations
 
-from processors.base import ProcessorMetadata
-from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, parts_from_stems
+from processors.base import Dimension, ProcessorMetadata
+from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource, part_from_stem
 from processors.estimate import RasterGrid
 
 BASE_URL = "http://wri-projects.s3.amazonaws.com/AqueductFloodTool/download/v2/"
@@ -51,6 +51,47 @@ def coastal_names() -> list[str]:
 
 def source_urls() -> list[str]:
     return [BASE_URL + name for name in riverine_names() + coastal_names()]
+
+
+SCENARIO_LABELS = {"historical": "historical", "rcp4p5": "RCP4.5", "rcp8p5": "RCP8.5"}
+#: Return periods as the names encode them (`rp00100`, `rp0100_0`, `rp0001_5`) -> years.
+RETURN_PERIOD_VALUES = ("1.5", "2", "5", "10", "25", "50", "100", "250", "500", "1000")
+DIMENSIONS = (
+    Dimension("hazard", "Hazard", ("inunriver", "inuncoast"), "inunriver"),
+    Dimension("scenario", "Scenario", tuple(SCENARIO_LABELS), "historical"),
+    Dimension("year", "Year", ("1980", "hist") + FUTURE_YEARS, "1980"),
+    Dimension("model", "Climate model (riverine) / subsidence (coastal)", ("WATCH",) + RIVER_GCMS + ("wtsub",), "WATCH"),
+    Dimension("return_period", "Return period", RETURN_PERIOD_VALUES, "100", unit="years"),
+)
+
+
+def _years(encoded: str) -> str:
+    """`rp00100` / `rp0100_0` -> "100", `rp0001_5` -> "1.5"."""
+    whole, _, decimal = encoded[2:].partition("_")
+    return str(int(whole)) + (f".{decimal}" if decimal and decimal != "0" else "")
+
+
+def source_dimensions(name: str) -> dict[str, str]:
+    """Dimension values encoded in a file name: hazard_scenario_model_year_rp (see module doc)."""
+    hazard, scenario, model, year, *rp = name[: -len(".tif")].split("_")
+    return {"hazard": hazard, "scenario": scenario, "year": year, "model": model.lstrip("0"),
+            "return_period": _years("_".join(rp))}
+
+
+def source_label(dimensions: dict[str, str]) -> str:
+    rp, scenario, year = dimensions["return_period"], SCENARIO_LABELS[dimensions["scenario"]], dimensions["year"]
+    if dimensions["hazard"] == "inunriver":
+        return f"Riverine flood, {rp}-year return period — {scenario}, {dimensions['model']}, {year}"
+    when = "present day" if year == "hist" else year
+    return f"Coastal flood, {rp}-year return period — {scenario} sea level, {when}, with subsidence"
+
+
+def aqueduct_sources() -> tuple[RasterSource, ...]:
+    sources = []
+    for url in source_urls():
+        dimensions = source_dimensions(url.rsplit("/", 1)[-1])
+        sources.append(part_from_stem(url, label=source_label(dimensions), dimensions=dimensions))
+    return tuple(sources)
 
 
 class WriAqueduct(RasterCatalogueProcessor):
@@ -84,7 +125,8 @@ class WriAqueduct(RasterCatalogueProcessor):
             "www.wri.org/publication/aqueduct-floods-methodology."
         ),
     )
-    sources = parts_from_stems(source_urls())
+    sources = aqueduct_sources()
+    dimensions = DIMENSIONS
     expected_crs = "EPSG:4326"
     #: 30 arc-seconds (~1 km), global (declared for estimates).
     grid = RasterGrid("EPSG:4326", (-180.0, -90.0, 180.0, 90.0), 43200, 21600, "float32")

@@ -170,5 +170,5 @@ class WriPowerplants(Processor):
                 f"{self.metadata.title} within {boundary.name_long or boundary.name}: "
                 f"{result.feature_count} power plants (points, {result.crs})"
             ),
-            extra={"layer": result.layer, "feature_count": result.feature_count, "crs": result.crs},
+            extra={"layer": result.layer, "feature_count": result.feature_count},
         )
