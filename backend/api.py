@@ -153,7 +153,6 @@ def create_app(service: Service) -> FastAPI:
 
         from backend.errors import BoundaryNotFound
         from backend.jobs import boundary_for_processors
-        from processors.base import ProcessorContext
 
         full = version if "." in version else f"{name}.{version}"
         processor = registry.get(full)  # 404 when unknown
@@ -161,11 +160,8 @@ def create_app(service: Service) -> FastAPI:
             record = boundaries.get(boundary_name)
         except BoundaryNotFound:
             raise InvalidRequest(f"unknown boundary: {boundary_name!r}") from None
-        root = _Path(service.settings.localfs_processing_backend_root)
-        source_dir = root / processor.name / processor.version / "source_data"
-        scratch = root / "tmp" / "estimate"
-        context = ProcessorContext(output_dir=scratch, processing_dir=scratch, source_dir=source_dir,
-                                   options=queue.processor_options())
+        scratch = _Path(service.settings.localfs_processing_backend_root) / "tmp" / "estimate"
+        context = queue.processor_context(processor, scratch, scratch)
         result = processor().estimate(boundary_for_processors(record), context)
         return {"processor": full, "boundary_name": boundary_name, "bytes": result.get("bytes"),
                 "files": result.get("files"), "method": result.get("method", "")}

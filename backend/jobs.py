@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from huey import RedisHuey, SqliteHuey, group
@@ -26,7 +27,7 @@ from huey.constants import EmptyData
 
 from backend.boundaries import BoundaryStore
 from backend.errors import BoundaryNotFound, InvalidRequest, JobNotFound
-from backend.packages import PackageStore, utcnow
+from backend.packages import PackageStore, software_versions, utcnow
 from backend.settings import Settings
 from processors.base import Boundary, Processor, ProcessorContext
 from processors.errors import Cancelled, ProcessorNotFound
@@ -257,8 +258,7 @@ class JobQueue:
         root = self.settings.localfs_processing_backend_root
         scratch = root / "tmp" / job_id / name
         output_dir, work_dir = scratch / "output", scratch / "work"
-        source_dir = root / processor.name / processor.version / "source_data"
-        for folder in (output_dir, work_dir, source_dir):
+        for folder in (output_dir, work_dir):
             folder.mkdir(parents=True, exist_ok=True)
         started = utcnow()
         self._update(job_id, name, job_status=EXECUTING, percent=0.0, step="starting", started=started, worker=worker_identity(), heartbeat=time.time(), followed_job_id=None)
@@ -278,36 +278,39 @@ class JobQueue:
                 last_cancel_check[:] = [now, self.is_cancelled(job_id)]
             return bool(last_cancel_check[1])
 
-        context = ProcessorContext(
-            output_dir=output_dir,
-            processing_dir=work_dir,
-            source_dir=source_dir,
-            options=self.processor_options(),
-            report=report,
-            is_cancelled=cancelled,
-        )
+        context = self.processor_context(processor, output_dir, work_dir, report=report, is_cancelled=cancelled)
         try:
             with heartbeat:
                 output = processor().generate(boundary_for_processors(boundary), context)
                 context.progress(99, "moving outputs into the package")
                 resource = self.packages.install_dataset(boundary, processor, output, output_dir)
             self._update(job_id, name, job_status=SUCCESS, percent=100.0, step="done", finished=utcnow(),
-                         result={"resource": resource["name"], "paths": resource["path"], "bytes": resource["bytes"]})
+                         result={"resource": resource["name"], "paths": resource["path"], "bytes": resource["bytes"],
+                                 "synthetic": resource["synthetic"],
+                                 "sources": [r.as_json() for r in context.sources.records]})
         except Cancelled:
             self._update(job_id, name, job_status=REVOKED, finished=utcnow(), result={"revoked": "job cancelled while running"})
         except Exception as exc:
             log.exception("processor %s failed in job %s", name, job_id)
             self._update(job_id, name, job_status=FAILURE, finished=utcnow(), result={"failed": f"{type(exc).__name__} - {exc}"})
         finally:
+            context.sources.close()
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def processor_options(self) -> dict[str, Any]:
-        """Settings processors may read (sources, test timings)."""
-        return {
-            "world_map_gpkg": str(self.settings.world_map_gpkg),
-            "source_mirror": self.settings.source_mirror or None,
-            "test_processor_seconds": self.settings.test_processor_seconds,
-        }
+    def processor_context(self, processor: type[Processor], output_dir: Path, processing_dir: Path, **callbacks: Any) -> ProcessorContext:
+        """The context a processor runs (or estimates) in: the one place where settings reach
+        processors (source cache folder and mirror, world map, test timings)."""
+        source_dir = self.settings.localfs_processing_backend_root / processor.name / processor.version / "source_data"
+        source_dir.mkdir(parents=True, exist_ok=True)
+        return ProcessorContext(
+            output_dir=output_dir,
+            processing_dir=processing_dir,
+            source_dir=source_dir,
+            source_mirror=self.settings.source_mirror or None,
+            world_map_gpkg=self.settings.world_map_gpkg,
+            test_processor_seconds=self.settings.test_processor_seconds,
+            **callbacks,
+        )
 
     def _provenance(self, job_id: str, _chord_results: list[Any]) -> None:
         job = self._job(job_id)
@@ -322,6 +325,8 @@ class JobQueue:
             "boundary_name": job["boundary_name"],
             "submitted": job["created"],
             "finished": utcnow(),
+            "software": software_versions(),
+            "synthetic": any((p["job_result"] or {}).get("synthetic", False) for p in status["job_group_processors"]),
             "processors": {
                 p["processor_name"]: {
                     "job_status": p["job_status"],

@@ -174,7 +174,7 @@ class PackageStore:
                 processor, output, paths=paths, hashes=hashes, total_bytes=total, total_sha256=whole.hexdigest(), facts=facts
             )
             write_atomic(staging / "index.html", dataset_index_html(processor, resource))
-            write_atomic(staging / "license.html", dataset_license_html(processor))
+            write_atomic(staging / "license.html", dataset_license_html(processor, resource))
             with self.locked(boundary["name"]):
                 _replace_dir(staging, final)
                 self._update_datapackage(folder, boundary, resource)
@@ -243,6 +243,23 @@ class PackageStore:
             "datasets": datasets,
             "datapackage": package,
         }
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of what made the outputs, for provenance.json."""
+    import fiona
+    import rasterio
+    import shapely
+    from osgeo import gdal, osr
+
+    return {
+        "ccg_autopkg": __version__,
+        "gdal": gdal.__version__,
+        "proj": f"{osr.GetPROJVersionMajor()}.{osr.GetPROJVersionMinor()}.{osr.GetPROJVersionMicro()}",
+        "rasterio": rasterio.__version__,
+        "fiona": fiona.__version__,
+        "shapely": shapely.__version__,
+    }
 
 
 def resource_name(processor: type[Processor]) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from processors.errors import Cancelled
+
+if TYPE_CHECKING:
+    from processors.sources import SourceCache
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_]*\Z")
 
@@ -110,16 +113,31 @@ class ProcessorOutput:
         return next((d for d in self.details if d.name == name), OutputFile(name=name, label=name))
 
 
+#: Where Debian's (and most Linux) QGIS packages install Natural Earth's world map.
+DEFAULT_WORLD_MAP_GPKG = Path("/usr/share/qgis/resources/data/world_map.gpkg")
+
+
 @dataclass
 class ProcessorContext:
-    """Where a processor works and how it reports progress and sees cancellation."""
+    """Where a processor works, where its sources come from, how it reports progress and sees
+    cancellation. `sources` is the source cache of this processor version (`source_dir`),
+    reading from `source_mirror` instead of the origins when one is set."""
 
     output_dir: Path  # empty folder; everything written here is moved into the package
     processing_dir: Path  # scratch space, removed after the run
     source_dir: Path  # persistent source cache for this processor version, shared by workers
-    options: Mapping[str, Any] = field(default_factory=dict)
+    source_mirror: str | None = None  # a base URL or a folder laid out `<mirror>/<host>/<path>`
+    world_map_gpkg: Path = DEFAULT_WORLD_MAP_GPKG  # QGIS's Natural Earth world map
+    test_processor_seconds: float = 1.0  # how long the predecessor's test processors run
     report: Callable[[float, str], None] = lambda percent, step: None
     is_cancelled: Callable[[], bool] = lambda: False
+    sources: "SourceCache" = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from processors.sources import SourceCache
+
+        self.sources = SourceCache(Path(self.source_dir), mirror=self.source_mirror or None,
+                                   report=self.progress, check_cancelled=self.check_cancelled)
 
     def progress(self, percent: float, step: str) -> None:
         """Report progress (0-100) and the current step; stop here if cancelled."""

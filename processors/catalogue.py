@@ -4,21 +4,23 @@ A `RasterCatalogueProcessor` subclass declares its sources as `RasterSource` ite
 URL of a GeoTIFF or of an archive, plus the GeoTIFF's name inside the archive) through
 `raster_sources()`. `generate()` then, for each source in order:
 
-1. fetches the URL into `context.source_dir` (`processors.fetch.fetch`: streamed, resumable,
-   verified against declared sizes/hashes, locked, atomic; `cache_path` layout, so the cache is
-   shared by every worker and every run). `context.options["source_mirror"]` (a base URL or a
-   folder laid out like the origins) replaces every origin. One `requests.Session` is reused for
-   all files (keep-alive), and after the first file the next few are prefetched by a small thread
-   pool while the current one is clipped, so a dataset of hundreds of files is not a series of
-   round trips. No process is spawned per file: clipping happens in this process.
-2. extracts archives once (`extract_archive`: refuses `..`/absolute members, links and archives
-   that expand past `max_extract_bytes`), under a lock, into `<archive>.d/`; a marker file records
-   a completed extraction (and the verified hash of members that declare one). Members are found
-   by name anywhere in the extracted tree (ISIMIP's zip nests them in a folder).
-3. clips the GeoTIFF to the boundary polygon with `clip_raster_to_cog` (window read, polygon mask,
+1. gets the GeoTIFF from the source cache (`context.sources`, `processors.sources`): fetched
+   once into the cache shared by every worker and run (or from the configured mirror), verified
+   (declared sizes/hashes; GDAL must open it and read its first and last blocks), archives
+   extracted once, safely and within `max_extract_bytes`/`max_extract_ratio`; members are found
+   by path or by name anywhere in the extracted tree (ISIMIP's zip nests them in a folder). After
+   the first file, the next few are prefetched by a small thread pool while the current one is
+   clipped, so a dataset of hundreds of files is not a series of round trips; downloads report
+   their progress into the file's share of the job's percent.
+2. clips the GeoTIFF to the boundary polygon with `clip_raster_to_cog` (window read, polygon mask,
    source CRS and grid kept, COG) into `context.output_dir/<name>-<version>[-<part>]-<boundary>.tif`
    (`part` is the source's stem for multi-file datasets, none for single-file ones; boundaries
-   across the antimeridian get `-east`/`-west` outputs from the clipper).
+   across the antimeridian get `-east`/`-west` outputs from the clipper). A source that fails
+   while being read is discarded from the cache and fetched again, once. Outputs made from a
+   synthetic stand-in carry its SYNTHETIC tag.
+3. describes every output for the package: a label and its values along the processor's
+   `dimensions` (from `RasterSource.label`/`dimensions`; a `side` dimension is added when the
+   boundary was split at the antimeridian).
 
 All files of one dataset share a grid, so a boundary that misses the first file misses them all:
 `NoDataForBoundary` ends the run at once with a message naming the dataset and the boundary,
@@ -30,24 +32,24 @@ Progress: percent = files done / total files, and the step names the file.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
-import os
-import shutil
 import threading
-import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Mapping
 from urllib.parse import unquote, urlsplit
 
-import requests
+from rasterio.errors import RasterioIOError
 
 from processors.base import Boundary, DataLicense, Dimension, OutputFile, Processor, ProcessorContext, ProcessorOutput
 from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, SourceUnavailable
-from processors.fetch import USER_AGENT, Hasher, cache_path, extract_archive, fetch, file_lock, synthetic_hashes
-from processors.estimate import DEFAULT_COMPRESSION_RATIO, RasterGrid, estimate_raster_sources
-from processors.raster import clip_raster_to_cog
+from processors.estimate import DEFAULT_COMPRESSION_RATIO, RasterGrid, estimate_raster_sources, estimate_vector
+from processors.fetch import DEFAULT_MAX_RATIO
+from processors.outputs import SYNTHETIC_TAG
+from processors.raster import RasterClipResult, clip_raster_to_cog
+from processors.samples import synthetic_note
+from processors.sources import SourceUnreadable, check_raster, check_vector
+from processors.vector import VectorClipResult, clip_vector_into_output
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,6 @@ NATURAL_EARTH_TERMS = DataLicense(
 )
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-_MARKER = ".extracted.json"
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class RasterCatalogueProcessor(Processor):
     expected_crs: ClassVar[str | None] = None
     compress: ClassVar[str] = "DEFLATE"
     max_extract_bytes: ClassVar[int] = 20 * 1024**3
+    max_extract_ratio: ClassVar[float] = DEFAULT_MAX_RATIO
     prefetch: ClassVar[int] = 4
     output_format: ClassVar[str] = "GeoTIFF"
     #: The real dataset's grid (for estimates before the source is downloaded).
@@ -158,9 +160,6 @@ class RasterCatalogueProcessor(Processor):
             raise SourceUnavailable(f"{self.full_name()} declares no source files")
         total = len(sources)
         geometry = boundary.shape()
-        mirror = context.options.get("source_mirror") or None
-        self._mirror = mirror
-        source_dir = Path(context.source_dir)
         output_dir = Path(context.output_dir)
         stop = threading.Event()
 
@@ -175,25 +174,6 @@ class RasterCatalogueProcessor(Processor):
             if stop.is_set():
                 raise Cancelled("stopped")
 
-        session = requests.Session()
-        session.headers["User-Agent"] = USER_AGENT
-        # A pool sized for the prefetch threads plus the main thread.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(4, self.prefetch + 1))
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-
-        def fetch_one(src: RasterSource, in_thread: bool = False) -> Path:
-            return fetch(
-                src.url,
-                cache_path(src.url, source_dir),
-                sha256=src.sha256,
-                sha1=src.sha1,
-                size=src.size,
-                mirror=mirror,
-                session=session,
-                check_cancelled=check_in_thread if in_thread else check,
-            )
-
         def wait(future: concurrent.futures.Future) -> Path:
             while True:
                 try:
@@ -206,32 +186,14 @@ class RasterCatalogueProcessor(Processor):
         files: list[str] = []
         details: list[OutputFile] = []
         written: list[Path] = []
-        member_index: dict[Path, dict[str, list[Path]]] = {}
         try:
             for i, src in enumerate(sources):
-                context.progress(100.0 * i / total, f"{i + 1}/{total}: fetching {src.filename}")
+                span = (100.0 * i / total, 100.0 * (i + 0.5) / total)
+                context.progress(span[0], f"{i + 1}/{total}: fetching {src.filename}")
                 if src.url in futures:
-                    fetched = wait(futures[src.url])
-                else:
-                    fetched = fetch_one(src)
-                tif = self._resolve(src, fetched, member_index, check)
-                if self.expected_crs:
-                    self._check_crs(src, tif)
+                    wait(futures.pop(src.url))
                 filename = self.output_filename(boundary, "tif", part=src.part)
-                context.progress(100.0 * i / total, f"{i + 1}/{total}: clipping {src.filename}")
-                try:
-                    result = clip_raster_to_cog(
-                        tif,
-                        boundary=geometry,
-                        destination=output_dir / filename,
-                        compress=self.compress,
-                        check_cancelled=context.check_cancelled,
-                    )
-                except NoDataForBoundary as exc:
-                    raise NoDataForBoundary(
-                        f"{self.metadata.title or self.full_name()}: boundary {boundary.name!r} does not "
-                        f"overlap the dataset ({exc})"
-                    ) from exc
+                result = self._clip_healing(src, context, geometry, output_dir / filename, span, check, boundary)
                 written.extend(result.paths)
                 files.extend(p.name for p in result.paths)
                 details.extend(self._detail(src, out) for out in result.outputs)
@@ -241,7 +203,7 @@ class RasterCatalogueProcessor(Processor):
                     pool = concurrent.futures.ThreadPoolExecutor(self.prefetch, thread_name_prefix="prefetch")
                     for later in sources[1:]:
                         if later.url not in futures and later.url != src.url:
-                            futures[later.url] = pool.submit(fetch_one, later, True)
+                            futures[later.url] = pool.submit(self._obtain, later, context, None, check_in_thread)
         except BaseException:
             stop.set()
             for path in written:
@@ -250,7 +212,6 @@ class RasterCatalogueProcessor(Processor):
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-            session.close()
 
         context.progress(100, f"clipped {total} source file{'s' if total > 1 else ''}")
         split = any(d.dimensions.get(SIDE.name) for d in details)
@@ -264,17 +225,49 @@ class RasterCatalogueProcessor(Processor):
             extra={"source_file_count": total},
             dimensions=tuple(self.dimensions) + ((SIDE,) if split else ()),
             details=tuple(details),
+            synthetic=context.sources.synthetic,
         )
 
-    @staticmethod
-    def _detail(src: RasterSource, out) -> OutputFile:
-        """Label and dimension values of one written output (one side of the antimeridian, maybe)."""
-        label = src.label or src.stem
-        dimensions = dict(src.dimensions)
-        if out.part:
-            label = f"{label} ({out.part} of the antimeridian)"
-            dimensions[SIDE.name] = out.part
-        return OutputFile(name=out.path.name, label=label, dimensions=dimensions)
+    def _obtain(self, src: RasterSource, context: ProcessorContext, span, check) -> Path:
+        """The verified GeoTIFF of `src` from the source cache (fetched, extracted as needed)."""
+        if src.is_archive:
+            if not src.member:
+                raise SourceUnavailable(f"{self.full_name()}: {src.url} is an archive; name its GeoTIFF (`member`)")
+            return context.sources.archive_member(
+                src.url, src.member, sha256=src.sha256, sha1=src.sha1, size=src.size,
+                member_sha256=src.member_sha256, member_sha1=src.member_sha1,
+                max_bytes=self.max_extract_bytes, max_ratio=self.max_extract_ratio,
+                validate=check_raster, progress=span, check_cancelled=check,
+            )
+        return context.sources.fetch(src.url, sha256=src.sha256, sha1=src.sha1, size=src.size,
+                                     validate=check_raster, progress=span, check_cancelled=check)
+
+    def _clip_healing(self, src: RasterSource, context: ProcessorContext, geometry, destination: Path, span,
+                      check, boundary: Boundary) -> RasterClipResult:
+        """Clip `src`; a source that passed its checks but fails while being read is discarded
+        from the cache and fetched again, once (then the failure is reported)."""
+        for attempt in (1, 2):
+            tif = self._obtain(src, context, span, check)
+            if self.expected_crs:
+                self._check_crs(src, tif)
+            record = context.sources.record(src.url)
+            tags = {SYNTHETIC_TAG: synthetic_note(src.url)} if record and record.synthetic else None
+            context.progress(span[1], f"clipping {src.filename}")
+            try:
+                return clip_raster_to_cog(tif, boundary=geometry, destination=destination, compress=self.compress,
+                                          tags=tags, check_cancelled=context.check_cancelled)
+            except NoDataForBoundary as exc:
+                raise NoDataForBoundary(
+                    f"{self.metadata.title or self.full_name()}: boundary {boundary.name!r} does not "
+                    f"overlap the dataset ({exc})"
+                ) from exc
+            except (RasterioIOError, SourceUnavailable) as exc:
+                context.sources.discard(src.url)
+                if attempt == 2:
+                    raise SourceUnreadable(f"{src.filename} from {src.url} cannot be read even after fetching it "
+                                           f"again: {exc}") from exc
+                log.warning("%s cannot be read (%s): discarded, fetching it again", src.filename, exc)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------------------ estimate
 
@@ -289,7 +282,8 @@ class RasterCatalogueProcessor(Processor):
             if src.grid is None and shared is not None:
                 grids.append(shared)
                 continue
-            cached = self.cached_raster(src, Path(context.source_dir))
+            cached = (context.sources.cached_member(src.url, src.member) if src.is_archive and src.member
+                      else context.sources.cached(src.url))
             if cached is not None:
                 found = (RasterGrid.from_file(cached), "the cached source")
             elif (src.grid or self.grid) is not None:
@@ -301,96 +295,111 @@ class RasterCatalogueProcessor(Processor):
             grids.append(found)
         return estimate_raster_sources(grids, geometry, compression_ratio=self.compression_ratio)
 
-    @staticmethod
-    def cached_raster(src: RasterSource, source_dir: Path) -> Path | None:
-        """The GeoTIFF of `src` in the source cache, when it was fetched (and extracted) before."""
-        path = cache_path(src.url, source_dir)
-        if not src.is_archive:
-            return path if path.is_file() else None
-        folder = path.with_name(path.name + ".d")
-        if not (folder / _MARKER).is_file():
-            return None
-        if src.member:
-            exact = folder.joinpath(*PurePosixPath(src.member).parts)
-            if exact.is_file():
-                return exact
-        return next((p for p in folder.rglob(src.filename if src.member else "*.tif") if p.is_file()), None)
-
     # ------------------------------------------------------------------------------ helpers
 
-    def _resolve(self, src: RasterSource, fetched: Path, index: dict, check) -> Path:
-        """The GeoTIFF for `src`: the fetched file, or its member in the extracted archive."""
-        if not src.is_archive:
-            return fetched
-        folder = fetched.with_name(fetched.name + ".d")
-        members = index.get(folder)
-        if members is None:
-            self._extract_once(src, fetched, folder, check)
-            members = {}
-            for path in folder.rglob("*"):
-                if path.is_file() and path.name != _MARKER:
-                    members.setdefault(path.name, []).append(path)
-            index[folder] = members
-        wanted = src.filename if src.member else None
-        if wanted is None:
-            tifs = [p for name, paths in members.items() if name.lower().endswith((".tif", ".tiff")) for p in paths]
-            if len(tifs) != 1:
-                raise SourceCorrupt(f"{src.url}: expected exactly one GeoTIFF in the archive, found {len(tifs)}")
-            return tifs[0]
-        found = members.get(wanted, [])
-        exact = folder.joinpath(*PurePosixPath(src.member).parts)
-        if exact.is_file():
-            return exact
-        if len(found) != 1:
-            what = "is missing from" if not found else "appears more than once in"
-            raise SourceCorrupt(f"{wanted} {what} the archive {src.url}")
-        return found[0]
-
-    def _extract_once(self, src: RasterSource, archive: Path, folder: Path, check) -> None:
-        marker = folder / _MARKER
-        with file_lock(folder.with_name(folder.name + ".lock"), check):
-            if marker.is_file():
-                return
-            if folder.exists():  # an interrupted extraction: start again
-                shutil.rmtree(folder)
-            extract_archive(archive, folder, max_bytes=self.max_extract_bytes, check_cancelled=check)
-            record = {"archive": archive.name}
-            stand_in = synthetic_hashes(src.url, getattr(self, "_mirror", None))
-            for member_src in self.raster_sources():
-                if stand_in is not None:  # generated stand-ins: their own hashes, from the manifest
-                    own = stand_in.get("members", {}).get(member_src.filename, {})
-                    member_src = replace(member_src, member_sha1=own.get("sha1"), member_sha256=own.get("sha256"))
-                if member_src.url != src.url or not (member_src.member_sha1 or member_src.member_sha256):
-                    continue
-                path = next(iter(folder.rglob(member_src.filename)), None)
-                if path is None:
-                    continue
-                hasher = Hasher()
-                hasher.catch_up(path, path.stat().st_size)
-                got = hasher.result()
-                for key, want in (("sha1", member_src.member_sha1), ("sha256", member_src.member_sha256)):
-                    if want and got[key] != want.lower():
-                        shutil.rmtree(folder, ignore_errors=True)
-                        raise SourceCorrupt(
-                            f"{member_src.filename} from {src.url} failed verification: "
-                            f"{key} {got[key]}, expected {want.lower()}"
-                        )
-                record[member_src.filename] = {"sha1": got["sha1"], "sha256": got["sha256"]}
-            tmp = folder / f".marker-{uuid.uuid4().hex[:8]}"
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, marker)
+    @staticmethod
+    def _detail(src: RasterSource, out) -> OutputFile:
+        """Label and dimension values of one written output (one side of the antimeridian, maybe)."""
+        label = src.label or src.stem
+        dimensions = dict(src.dimensions)
+        if out.part:
+            label = f"{label} ({out.part} of the antimeridian)"
+            dimensions[SIDE.name] = out.part
+        return OutputFile(name=out.path.name, label=label, dimensions=dimensions)
 
     def _check_crs(self, src: RasterSource, tif: Path) -> None:
         import rasterio
         from rasterio.crs import CRS
 
-        try:
-            with rasterio.open(tif) as ds:
-                crs = ds.crs
-        except rasterio.errors.RasterioIOError as exc:
-            raise SourceUnavailable(f"cannot open {src.filename} from {src.url}: {exc}") from exc
+        with rasterio.open(tif) as ds:
+            crs = ds.crs
         if crs is None or crs != CRS.from_user_input(self.expected_crs):
             raise SourceCorrupt(
                 f"{src.filename} from {src.url} is in {crs.to_string() if crs else 'no CRS'}, "
                 f"expected {self.expected_crs}"
             )
+
+
+class VectorClipProcessor(Processor):
+    """A dataset of one vector source clipped to the boundary polygon into one GeoPackage.
+
+    Subclasses set `name`, `version`, `metadata` and either `source_url` (fetched through the
+    source cache, checked to open with OGR) or override `source()` (an archive member, a derived
+    file, a local file); optionally `layers` (source layers appended into one output layer, None
+    for the first), `output_layer`, `keep_whole` (features crossing the boundary written
+    unclipped), `explode` and `properties_schema` (see `clip_vector_to_gpkg`), `feature_noun` for
+    messages, and `declared_feature_count`/`declared_feature_bytes` for estimates before the
+    source was fetched. A boundary with no feature gives an empty layer with the full schema:
+    a result (the file is marked `empty` in the package), never a failure.
+    """
+
+    source_url: ClassVar[str | None] = None
+    layers: ClassVar[tuple[str | None, ...]] = (None,)
+    output_layer: ClassVar[str | None] = None
+    keep_whole: ClassVar[bool] = False
+    explode: ClassVar[bool] = False
+    properties_schema: ClassVar[Mapping[str, str] | None] = None
+    feature_noun: ClassVar[str] = "features"
+    declared_feature_count: ClassVar[int | None] = None
+    declared_feature_bytes: ClassVar[int | None] = None
+
+    def source(self, context: ProcessorContext) -> Path:
+        """The verified source file (default: `source_url` through the source cache)."""
+        return context.sources.fetch(self.source_url, validate=check_vector, progress=(0.0, 5.0))
+
+    def cached_source(self, context: ProcessorContext) -> Path | None:
+        """The source when it is already in the cache (for estimates); never downloads."""
+        return context.sources.cached(self.source_url) if self.source_url else None
+
+    def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
+        context.progress(0, f"fetching the source of {self.metadata.title or self.full_name()}")
+        source = self.source(context)
+        filename = self.output_filename(boundary, "gpkg")
+        result = clip_vector_source(
+            source, context, boundary, filename, layers=self.layers, output_layer=self.output_layer,
+            keep_whole=self.keep_whole, explode=self.explode, properties_schema=self.properties_schema,
+            progress_range=(5.0, 95.0),
+        )
+        empty = result.feature_count == 0
+        context.progress(100, f"wrote {result.feature_count} {self.feature_noun}")
+        where = boundary.name_long or boundary.name
+        description = (
+            f"{self.metadata.title} {'within' if self.keep_whole else 'clipped to'} {where}: "
+            f"{result.feature_count} {self.feature_noun} (layer {result.layer}, {result.geometry_type})"
+        )
+        if empty:
+            description += f". No {self.feature_noun} of the dataset lie within the boundary: the layer is empty (schema kept)."
+        return ProcessorOutput(
+            files=[filename],
+            format="GPKG",
+            description=description,
+            extra={"layer": result.layer, "feature_count": result.feature_count, "geometry_type": result.geometry_type},
+            details=(OutputFile(name=filename, label=self.metadata.title or self.full_name(), empty=empty),),
+            synthetic=context.sources.synthetic,
+        )
+
+    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
+        return estimate_vector(
+            self, boundary, self.cached_source(context), layers=list(self.layers),
+            declared_features=self.declared_feature_count, declared_feature_bytes=self.declared_feature_bytes,
+        )
+
+
+def clip_vector_source(
+    source: Path,
+    context: ProcessorContext,
+    boundary: Boundary,
+    filename: str,
+    *,
+    layers: tuple[str | None, ...] = (None,),
+    progress_range: tuple[float, float],
+    **options,
+) -> VectorClipResult:
+    """`clip_vector_into_output` for a source from the context's cache: when this run used
+    synthetic stand-ins, the GeoPackage carries a SYNTHETIC metadata item naming them."""
+    synthetic = [r.url for r in context.sources.records if r.synthetic]
+    metadata = {SYNTHETIC_TAG: synthetic_note(", ".join(synthetic))} if synthetic else None
+    return clip_vector_into_output(
+        source, layer=layers[0], extra_layers=layers[1:], boundary=boundary, context=context, filename=filename,
+        progress_range=progress_range, metadata=metadata, **options,
+    )

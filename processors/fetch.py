@@ -1,8 +1,12 @@
 """Fetch source files into a persistent cache: streamed, resumable, verified, locked, atomic.
 
+The transport under the source cache (`processors.sources`), which processors use through
+`context.sources`; they do not call this module themselves.
+
 Downloads
     `fetch(url, destination)` streams `url` with `requests` into `<destination>.part`, then
-    verifies it (declared size, sha256 and/or sha1; never an HTML page where data was expected)
+    verifies it (declared size, sha256 and/or sha1; never empty, never an HTML page where data
+    was expected)
     and moves it into place with `os.replace`, so `destination` either does not exist or is a
     complete, verified file. Connection failures, timeouts, HTTP 429/5xx and truncated bodies are
     retried with exponential backoff (`backoff * 2**attempt` seconds, at most 60 s); an attempt
@@ -24,10 +28,12 @@ Cache and locking
     `destination` is the cached file's path. While fetching, `<destination>.lock` is held with
     `fcntl.flock` (exclusive), so two workers (processes or threads) never download the same file
     at once: the second waits, then finds the file cached and returns at once. Lock files are
-    left in place (deleting them would race with waiters). A file already at `destination` is
-    trusted when its size matches the declared size; a hash declared for it is checked against
-    the `<destination>.fetch.json` record written next to it when it was fetched (the file is
-    re-hashed once when the record lacks that hash; a mismatch means a stale file, fetched again).
+    left in place (deleting them would race with waiters). Every fetched file gets a record,
+    `<destination>.fetch.json`: URL, location read (origin or mirror), size, sha256, sha1,
+    modification time and retrieval time. A file already at `destination` is used only while it
+    is what was fetched: size and modification time equal to the record's (otherwise it is hashed
+    again and must still have the recorded sha256) and the recorded hashes equal the declared
+    ones; anything else (including a file without a record) is discarded and fetched again.
     `cache_path(url, cache_dir)` gives the conventional location, laid out like a mirror.
 
 Mirrors
@@ -42,12 +48,14 @@ Mirrors
     with the same verification; paths that would leave the mirror folder (`..`) are refused.
 
 Archives
-    `extract_archive(archive, destination, max_bytes=...)` extracts zip and tar (gz/bz2/xz)
-    archives after checking every member: absolute paths, `..` components, symbolic or hard links
-    and special files are refused, and so is an archive whose declared uncompressed total exceeds
-    `max_bytes` (also enforced on the bytes actually written, against lying headers). Members are
-    extracted into a temporary sibling folder and moved into `destination` only when all
-    succeeded, so a refused or failed archive writes nothing into `destination`.
+    `extract_archive(archive, destination, max_bytes=..., max_ratio=...)` extracts zip and tar
+    (gz/bz2/xz) archives after checking every member: absolute paths, `..` components, symbolic
+    or hard links and special files are refused, and so is an archive whose uncompressed total
+    exceeds `max_bytes` or `max_ratio` times the archive's own size (an archive bomb), checked on
+    the declared sizes and again on the bytes actually written (against lying headers). Members
+    are hashed (sha256) while written into a temporary sibling folder and moved into
+    `destination` only when all succeeded, so a refused or failed archive writes nothing into
+    `destination` and leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -64,6 +72,7 @@ import time
 import uuid
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 from urllib.parse import unquote, urlsplit
@@ -130,28 +139,6 @@ def _mirror_folder(mirror: str) -> Path:
     return Path(mirror)
 
 
-SYNTHETIC_MANIFEST = "SYNTHETIC.json"
-
-
-def synthetic_hashes(url: str, mirror: str | None) -> dict | None:
-    """The manifest entry of `url` when `mirror` is a folder holding generated stand-ins.
-
-    A sample mirror (`processors.samples`) replaces real files by small synthetic ones, whose
-    hashes cannot match the real files' declared hashes. Its `SYNTHETIC.json` lists, per origin
-    URL, the stand-in's `sha1`/`sha256` (and `members: {name: {sha1, sha256}}` for archives);
-    those are verified instead of the declared ones. Only folder mirrors can carry a manifest.
-    """
-    if not mirror or _is_url_mirror(mirror):
-        return None
-    manifest = _mirror_folder(mirror) / SYNTHETIC_MANIFEST
-    if not manifest.is_file():
-        return None
-    try:
-        return json.loads(manifest.read_text()).get("files", {}).get(url)
-    except (OSError, ValueError):
-        return None
-
-
 # --------------------------------------------------------------------------- locking
 
 
@@ -212,9 +199,6 @@ def fetch(
     destination = Path(destination)
     check = check_cancelled or (lambda: None)
     report = progress or (lambda percent, step: None)
-    stand_in = synthetic_hashes(url, mirror)
-    if stand_in is not None:  # a generated stand-in from a sample mirror: verify its own hashes
-        sha256, sha1, size = stand_in.get("sha256"), stand_in.get("sha1"), None
     expected = _Expected(sha256=_norm_hex(sha256), sha1=_norm_hex(sha1), size=size)
     if allow_html is None:
         allow_html = urlsplit(url).path.lower().endswith((".html", ".htm"))
@@ -241,7 +225,7 @@ def fetch(
                     http.close()
         _verify(part, label, expected, hashes, allow_html)
         os.replace(part, destination)
-        _write_record(destination, url, hashes)
+        _write_record(destination, url, hashes, location=source)
     report(100.0, f"fetched {destination.name}")
     return destination
 
@@ -297,6 +281,13 @@ class Hasher:
 
     def result(self) -> dict[str, object]:
         return {"sha256": self.sha256.hexdigest(), "sha1": self.sha1.hexdigest(), "size": self.count}
+
+    @classmethod
+    def of(cls, path: Path) -> dict[str, object]:
+        """sha256, sha1 and size of a whole file."""
+        hasher = cls()
+        hasher.catch_up(path, Path(path).stat().st_size)
+        return hasher.result()
 
 
 def _download(
@@ -448,6 +439,8 @@ def _copy_local(source: Path, part: Path, label, expected, report, check) -> dic
 
 def _verify(part: Path, label, expected: _Expected, hashes: dict, allow_html: bool) -> None:
     problems = []
+    if hashes["size"] == 0 and expected.size != 0:
+        problems.append("it is empty (0 bytes)")
     if expected.size is not None and hashes["size"] != expected.size:
         problems.append(f"size {hashes['size']} bytes, expected {expected.size}")
     if expected.sha256 and hashes["sha256"] != expected.sha256:
@@ -467,54 +460,95 @@ def _record_path(destination: Path) -> Path:
     return destination.with_name(destination.name + ".fetch.json")
 
 
-def _write_record(destination: Path, url: str, hashes: dict) -> None:
-    record = {"url": url, **hashes, "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+def _write_record(destination: Path, url: str, hashes: dict, *, location: str, fetched: str | None = None) -> None:
+    record = {
+        "url": url,
+        "location": location,  # the URL or mirror location it was read from
+        **hashes,
+        "mtime_ns": destination.stat().st_mtime_ns,
+        "fetched": fetched or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     tmp = _record_path(destination).with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, _record_path(destination))
 
 
 def source_record(destination: Path) -> dict | None:
-    """What was recorded when `destination` was fetched: url, size, sha256, sha1, fetched (UTC)."""
+    """What was recorded when `destination` was fetched: url, location, size, sha256, sha1,
+    mtime_ns and fetched (UTC)."""
     try:
         return json.loads(_record_path(Path(destination)).read_text())
     except (OSError, ValueError):
         return None
 
 
+def discard(destination: Path) -> None:
+    """Remove a cached file and its record (the next fetch downloads it again)."""
+    for path in (Path(destination), _record_path(Path(destination))):
+        path.unlink(missing_ok=True)
+
+
 def _cached_ok(destination: Path, expected: _Expected) -> bool:
+    """A cached file is used when it still is what was fetched: its size and modification time
+    equal the record's (otherwise it is hashed again and must equal the recorded sha256), and the
+    recorded hashes equal the declared ones. Anything else is discarded and fetched again."""
     if not destination.is_file():
         return False
-    actual_size = destination.stat().st_size
-    if expected.size is not None and actual_size != expected.size:
-        log.warning("cached %s has %d bytes, expected %d: fetching again", destination, actual_size, expected.size)
-        return False
-    if not (expected.sha256 or expected.sha1):
-        return True
+    stat_ = destination.stat()
     record = source_record(destination) or {}
-    if record.get("size") != actual_size or any(
-        getattr(expected, k) and not record.get(k) for k in ("sha256", "sha1")
-    ):
+    stale = None
+    if expected.size is not None and stat_.st_size != expected.size:
+        stale = f"has {stat_.st_size} bytes, expected {expected.size}"
+    elif record.get("size") != stat_.st_size:
+        stale = f"has {stat_.st_size} bytes, {record.get('size')} when it was fetched"
+    elif record.get("mtime_ns") != stat_.st_mtime_ns or any(getattr(expected, k) and not record.get(k) for k in ("sha256", "sha1")):
         hasher = Hasher()
-        hasher.catch_up(destination, actual_size)
-        record = {"url": record.get("url", ""), **hasher.result()}
-        _write_record(destination, record["url"], hasher.result())
+        hasher.catch_up(destination, stat_.st_size)
+        got = hasher.result()
+        if record.get("sha256") not in (None, got["sha256"]):
+            stale = "was modified since it was fetched (sha256 differs)"
+        else:
+            _write_record(destination, record.get("url", ""), got, location=record.get("location", ""), fetched=record.get("fetched"))
+            record = source_record(destination) or {}
     for key in ("sha256", "sha1"):
         want = getattr(expected, key)
-        if want and record.get(key) != want:
-            log.warning("cached %s has another %s than declared: fetching again", destination, key)
-            return False
+        if stale is None and want and record.get(key) != want:
+            stale = f"has another {key} than declared"
+    if stale is not None:
+        log.warning("cached %s %s: fetching it again", destination, stale)
+        discard(destination)
+        return False
     return True
 
 
 # --------------------------------------------------------------------------- archives
 
 
-def extract_archive(archive: Path, destination: Path, *, max_bytes: int, check_cancelled: CancelCheck | None = None) -> list[Path]:
-    """Extract a zip or tar archive into `destination` safely; return the extracted file paths.
+#: Largest accepted ratio of uncompressed bytes to archive bytes. Real data archives stay far below
+#: (internally compressed GeoTIFFs about 1, CSV and shapefiles under 10); DEFLATE bombs reach 1000.
+DEFAULT_MAX_RATIO = 200.0
+
+
+@dataclass(frozen=True)
+class ExtractedMember:
+    bytes: int
+    sha256: str  # hashed while it was written
+
+
+def extract_archive(
+    archive: Path,
+    destination: Path,
+    *,
+    max_bytes: int,
+    max_ratio: float | None = DEFAULT_MAX_RATIO,
+    check_cancelled: CancelCheck | None = None,
+) -> dict[Path, ExtractedMember]:
+    """Extract a zip or tar archive into `destination` safely; return {extracted path: size and sha256}.
 
     Raises `UnsafeArchive` for absolute or `..` members, links and special files, and when the
-    uncompressed total exceeds `max_bytes`; nothing is written into `destination` then.
+    uncompressed total exceeds `max_bytes` or `max_ratio` times the archive's size (both checked
+    on the declared sizes first, then on the bytes actually written, against lying headers);
+    nothing is written into `destination` then.
     """
     archive, destination = Path(archive), Path(destination)
     check = check_cancelled or (lambda: None)
@@ -524,6 +558,17 @@ def extract_archive(archive: Path, destination: Path, *, max_bytes: int, check_c
         extractor = _TarMembers(archive)
     else:
         raise SourceCorrupt(f"{archive.name} is neither a zip nor a tar archive")
+    limit = max_bytes
+    if max_ratio is not None:
+        limit = min(limit, int(max_ratio * max(1, archive.stat().st_size)))
+
+    def too_big(total: int) -> UnsafeArchive:
+        if limit < max_bytes:
+            return UnsafeArchive(
+                f"{archive.name} expands to more than {max_ratio:g} times its {archive.stat().st_size} bytes "
+                f"({total} bytes or more): refused as an archive bomb (limit {limit} bytes)"
+            )
+        return UnsafeArchive(f"{archive.name} expands to {total} bytes or more, past the limit of {max_bytes} bytes")
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = destination.parent / f".{destination.name}.extract-{uuid.uuid4().hex[:12]}"
@@ -532,35 +577,34 @@ def extract_archive(archive: Path, destination: Path, *, max_bytes: int, check_c
         with extractor:
             members = extractor.members()  # validated names and declared sizes
             declared = sum(size for _, _, size in members)
-            if declared > max_bytes:
-                raise UnsafeArchive(
-                    f"{archive.name} expands to {declared} bytes, more than the limit of {max_bytes}"
-                )
+            if declared > limit:
+                raise too_big(declared)
             written = 0
-            files: list[PurePosixPath] = []
+            files: dict[PurePosixPath, ExtractedMember] = {}
             for member, relative, _ in members:
                 check()
                 target = staging.joinpath(*relative.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
+                digest, size = hashlib.sha256(), 0
                 with extractor.open(member) as src, open(target, "wb") as dst:
                     while True:
                         data = src.read(CHUNK_SIZE)
                         if not data:
                             break
                         written += len(data)
-                        if written > max_bytes:
-                            raise UnsafeArchive(
-                                f"{archive.name} expands past the limit of {max_bytes} bytes"
-                            )
+                        if written > limit:
+                            raise too_big(written)
                         dst.write(data)
-                files.append(relative)
+                        digest.update(data)
+                        size += len(data)
+                files[relative] = ExtractedMember(bytes=size, sha256=digest.hexdigest())
         destination.mkdir(parents=True, exist_ok=True)
-        out = []
-        for relative in files:
+        out = {}
+        for relative, member in files.items():
             target = destination.joinpath(*relative.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging.joinpath(*relative.parts), target)
-            out.append(target)
+            out[target] = member
         return out
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error) as exc:
         raise SourceCorrupt(f"{archive.name} is a damaged archive: {exc}") from exc

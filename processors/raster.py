@@ -183,6 +183,7 @@ def clip_raster_to_cog(
     strip_bytes: int = DEFAULT_STRIP_BYTES,
     strip_rows: int | None = None,
     threads: int | str = "ALL_CPUS",
+    tags: dict[str, str] | None = None,
     progress: ProgressCallback | None = None,
     check_cancelled: CancelCheck | None = None,
 ) -> RasterClipResult:
@@ -190,7 +191,8 @@ def clip_raster_to_cog(
 
     See the module docstring for the rules (window, pixel centres, nodata, antimeridian split into
     `-east`/`-west` outputs named by `part_path(part)` or `<stem>-<part><ext>`). `strip_rows`
-    forces the strip height (tests); otherwise strips hold at most `strip_bytes`. `progress`
+    forces the strip height (tests); otherwise strips hold at most `strip_bytes`. `tags` are
+    written as dataset metadata into every output (e.g. the SYNTHETIC marker). `progress`
     receives (percent 0-100, step); `check_cancelled` is called between strips and should raise to
     stop (no output is left then). Raises `NoDataForBoundary` when the boundary misses the
     raster and `SourceUnavailable` when the source cannot be opened.
@@ -225,7 +227,7 @@ def clip_raster_to_cog(
                 span = (100.0 * i / len(plans), 100.0 * (i + 1) / len(plans))
                 out = _clip_one(
                     src, geom, tight, outer, target, part if multiple else None, indexes, dtype, nodata,
-                    compress, level, overview_resampling, strip_bytes, strip_rows, threads,
+                    compress, level, overview_resampling, strip_bytes, strip_rows, threads, tags or {},
                     _scaled(report, *span), check,
                 )
                 if out is None:
@@ -358,7 +360,7 @@ def _strips(window: Window, src, bands: int, strip_bytes: int, strip_rows: int |
 
 def _clip_one(
     src, geom, tight: Window | None, outer: Window, target: Path, part, indexes, dtype, nodata, compress, level,
-    overview_resampling, strip_bytes, strip_rows, threads, report, check,
+    overview_resampling, strip_bytes, strip_rows, threads, tags, report, check,
 ) -> RasterOutput | None:
     target.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
@@ -372,7 +374,7 @@ def _clip_one(
                 continue
             inside = _write_strips(
                 src, geom, window, strips_tmp, indexes, dtype, nodata, all_touched,
-                strip_bytes, strip_rows, report, check,
+                strip_bytes, strip_rows, tags, report, check,
             )
             if inside:
                 break
@@ -432,7 +434,7 @@ def _overview_levels(width: int, height: int) -> list[int]:
 
 
 def _write_strips(
-    src, geom, window, path: Path, indexes, dtype, nodata, all_touched, strip_bytes, strip_rows, report, check
+    src, geom, window, path: Path, indexes, dtype, nodata, all_touched, strip_bytes, strip_rows, tags, report, check
 ) -> int:
     """Masked window written to an uncompressed tiled GTiff at `path`; returns pixels kept."""
     width, height = int(window.width), int(window.height)
@@ -456,6 +458,8 @@ def _write_strips(
     last_report = time.monotonic()
     geoms = [mapping(geom)]
     with rasterio.open(path, "w", **profile) as dst:
+        if tags:  # copied into the COG with the rest of the dataset's metadata
+            dst.update_tags(**tags)
         # colour interpretation and band descriptions follow the source (e.g. RGB imagery)
         try:
             dst.colorinterp = [src.colorinterp[i - 1] for i in indexes]

@@ -72,7 +72,7 @@ from shapely.geometry import (
 from shapely.prepared import prep
 
 from processors.base import Boundary, ProcessorContext
-from processors.errors import NoDataForBoundary, ProcessorError, SourceUnavailable
+from processors.errors import ProcessorError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ def clip_vector_to_gpkg(
     extra_layers: Sequence[str] = (),
     explode: bool = False,
     properties_schema: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> VectorClipResult:
     """Clip `layer` of `source` to the `boundary` polygon (shapely, EPSG:4326) into a GeoPackage.
 
@@ -150,7 +151,8 @@ def clip_vector_to_gpkg(
     `layer`. `explode`: one output feature per part (like PostGIS `ST_Dump`), and the layer type
     is the single-part type ("LineString" rather than "MultiLineString"). `properties_schema`:
     a fixed output schema (`{name: fiona type}`); each record keeps those keys (missing -> null,
-    others dropped). Without it the first layer's schema is used.
+    others dropped). Without it the first layer's schema is used. `metadata`: dataset metadata
+    items of the GeoPackage (gpkg_metadata), e.g. the SYNTHETIC marker.
     Raises `SourceUnavailable` when the source or a layer cannot be opened.
     """
     source = Path(source)
@@ -243,6 +245,8 @@ def clip_vector_to_gpkg(
             dst_ds.CommitTransaction()
             check()
             _create_spatial_index(dst_ds, dst, layer_name)
+            for key, value in (metadata or {}).items():
+                dst_ds.SetMetadataItem(key, value)
             dst = writer = None
             dst_ds = None  # closes the GeoPackage
         _fsync(tmp)  # the one sync: the file is complete on disk before it takes the real name
@@ -679,15 +683,13 @@ def clip_vector_into_output(
     keep_whole: bool = False,
     output_layer: str | None = None,
     progress_range: tuple[float, float] = (0.0, 100.0),
-    empty_error: str | None = None,
     **clip_options: Any,
 ) -> VectorClipResult:
     """Clip into the processing folder, then move the GeoPackage into `context.output_dir`.
 
-    `clip_options` go to `clip_vector_to_gpkg` (`extra_layers`, `explode`, `properties_schema`).
-
-    With `empty_error`, a boundary that no feature overlaps raises `NoDataForBoundary(empty_error)`;
-    nothing is left behind on any failure."""
+    `clip_options` go to `clip_vector_to_gpkg` (`extra_layers`, `explode`, `properties_schema`,
+    `metadata`). A boundary that no feature overlaps gives an empty layer with the full schema
+    (a result, not an error); nothing is left behind on any failure."""
     start, end = progress_range
     scratch = Path(context.processing_dir) / filename
     try:
@@ -702,8 +704,6 @@ def clip_vector_into_output(
             check_cancelled=context.check_cancelled,
             **clip_options,
         )
-        if result.feature_count == 0 and empty_error:
-            raise NoDataForBoundary(empty_error)
         shutil.move(str(scratch), str(Path(context.output_dir) / filename))
     finally:
         scratch.unlink(missing_ok=True)

@@ -29,6 +29,7 @@ class Fault:
     status: int | None = None  # answer with this HTTP status (and an empty body)
     status_times: int = 1 << 30  # ... on this many requests
     delay: float = 0.0  # seconds to sleep before sending the body (to make fetches overlap)
+    body: bytes | None = None  # answer 200 with these bytes (and a matching Content-Length) instead of the file
 
 
 class OriginServer:
@@ -76,6 +77,13 @@ class OriginServer:
             h.send_response(fault.status)
             h.send_header("Content-Length", "0")
             h.end_headers()
+            return
+        if fault.body is not None:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/octet-stream")
+            h.send_header("Content-Length", str(len(fault.body)))
+            h.end_headers()
+            h.wfile.write(fault.body)
             return
         if fault.html or fault.html_without_content_type:
             h.send_response(200)

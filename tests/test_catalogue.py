@@ -3,7 +3,7 @@
 Every source file of a processor (140 for STORM, 379 for Aqueduct, 245 inside ISIMIP's zip, ...)
 is generated small (a 40x20-pixel world, or 72x36 in Mollweide) and laid out like its origin
 under a mirror root, `<root>/<host>/<path>`, served by the loopback origin server of
-tests/sources.py (with Range support) and passed as `options={"source_mirror": <server URL>}`.
+tests/sources.py (with Range support) and passed as the context's `source_mirror`.
 Expected pixels are checked independently of the clipper: output pixel centres are tested against
 the EPSG:4326 polygon with shapely (after transforming them back from Mollweide for GHSL).
 """
@@ -114,7 +114,7 @@ def make_context(tmp_path: Path, mirror: str, source_dir: Path | None = None, ru
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
     reports: list[tuple[float, str]] = []
-    ctx = ProcessorContext(**dirs, options={"source_mirror": mirror}, report=lambda p, s: reports.append((p, s)))
+    ctx = ProcessorContext(**dirs, source_mirror=mirror, report=lambda p, s: reports.append((p, s)))
     return ctx, reports
 
 

@@ -96,10 +96,11 @@ def test_raster_estimate_for_countries_on_a_finer_grid(tmp_path, name):
         sources = StormGlobalMosaics.sources[:1]
         compression_ratio = 0.1  # the generated ramps (values mod 20000) under DEFLATE + predictor
 
-    ctx, _ = make_context(tmp_path, str(tmp_path / "unused"))
-    target = Path(mirror_url(One.sources[0].url, str(ctx.source_dir.resolve())))
+    ctx, _ = make_context(tmp_path, str(tmp_path / "mirror"))
+    target = Path(mirror_url(One.sources[0].url, str(tmp_path / "mirror")))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tif.rename(target)  # as if fetched before
+    tif.rename(target)
+    ctx.sources.fetch(One.sources[0].url)  # fetched before
     estimate = One().estimate(boundary, ctx)
     out = One().generate(boundary, ctx)
     assert_close(estimate, ctx, out.files, name)

@@ -12,7 +12,7 @@ from shapely.geometry import MultiPolygon, Point, box, mapping, shape
 
 from processors.base import Boundary, ProcessorContext
 from processors.builtin.natural_earth_admin1 import DEFAULT_WORLD_MAP_GPKG, NaturalEarthAdmin1
-from processors.errors import NoDataForBoundary, SourceUnavailable
+from processors.errors import SourceUnavailable
 from processors.registry import ProcessorRegistry
 from processors.vector import clip_vector_to_gpkg
 
@@ -46,7 +46,7 @@ def context(tmp_path) -> ProcessorContext:
     for name in ("output_dir", "processing_dir", "source_dir"):
         dirs[name] = tmp_path / name
         dirs[name].mkdir()
-    return ProcessorContext(**dirs, options={"world_map_gpkg": str(DEFAULT_WORLD_MAP_GPKG)})
+    return ProcessorContext(**dirs, world_map_gpkg=DEFAULT_WORLD_MAP_GPKG)
 
 
 def read_names(path: Path) -> list[str]:
@@ -120,7 +120,7 @@ def test_a_boundary_cutting_through_provinces_matches_ogr2ogr_clipsrc(tmp_path):
 
 def test_missing_source_is_source_unavailable_naming_the_path(kenya, context, tmp_path):
     missing = tmp_path / "elsewhere" / "world_map.gpkg"
-    context.options = {"world_map_gpkg": str(missing)}
+    context.world_map_gpkg = missing
     with pytest.raises(SourceUnavailable, match=str(missing)):
         NaturalEarthAdmin1().generate(kenya, context)
 
@@ -128,17 +128,20 @@ def test_missing_source_is_source_unavailable_naming_the_path(kenya, context, tm
 def test_unreadable_source_is_source_unavailable_naming_the_path(kenya, context, tmp_path):
     broken = tmp_path / "world_map.gpkg"
     broken.write_text("not a geopackage")
-    context.options = {"world_map_gpkg": str(broken)}
+    context.world_map_gpkg = broken
     with pytest.raises(SourceUnavailable, match=str(broken)):
         NaturalEarthAdmin1().generate(kenya, context)
     assert list(context.output_dir.iterdir()) == []
 
 
-def test_boundary_in_the_ocean_is_no_data_for_boundary(context):
+def test_boundary_in_the_ocean_is_an_empty_layer_with_the_schema(context):
     ocean = make_boundary("south_atlantic", box(-30, -35, -25, -30))
-    with pytest.raises(NoDataForBoundary, match="south_atlantic"):
-        NaturalEarthAdmin1().generate(ocean, context)
-    assert list(context.output_dir.iterdir()) == []
+    out = NaturalEarthAdmin1().generate(ocean, context)
+    (name,) = out.files
+    assert out.details[0].empty and "the layer is empty" in out.description
+    with fiona.open(context.output_dir / name) as layer, fiona.open(DEFAULT_WORLD_MAP_GPKG, layer="states_provinces") as src:
+        assert len(layer) == 0 and layer.name == "states_provinces"
+        assert list(layer.schema["properties"]) == list(src.schema["properties"])
     assert list(context.processing_dir.iterdir()) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from processors.builtin.storm import StormGlobalMosaics
 from processors.catalogue import RasterCatalogueProcessor
 from processors.registry import ProcessorRegistry
 from test_catalogue import BOUNDARY, build_mirror, make_context
-from test_packages import install, make_processor
+from test_packages import install, make_processor, run_processor
 
 PACKAGE = {"name": BOUNDARY.name, "name_long": BOUNDARY.name_long}
 
@@ -137,3 +138,32 @@ def test_storm_aqueduct_and_isimip_default_slices():
     assert coastal.dimensions == {"hazard": "inuncoast", "scenario": "rcp4p5", "year": "2030", "model": "wtsub",
                                   "return_period": "1.5"}
     assert list(itertools.islice((s.dimensions["return_period"] for s in aqueduct.raster_sources()), 3)) == ["2", "5", "10"]
+
+
+def test_pages_link_dois_and_sources_and_use_decimal_sizes(storm_package):
+    folder, resource = storm_package
+    license_page = (folder / "license.html").read_text()
+    assert '<a href="https://doi.org/10.5281/zenodo.7438145">' in license_page  # citation DOI
+    assert '<a href="https://doi.org/10.4121/12705164.v3">' in license_page
+    assert f'<a href="{resource["sources"][0]["path"]}">' in license_page  # source link
+    dataset_page = (folder / "datasets/storm/global_mosaics_version_1/index.html").read_text()
+    assert "100-year return period — HadGEM3-GC31-HM, 2050 RCP8.5" in dataset_page and "EPSG:4326" in dataset_page
+    from backend.html import _size
+
+    assert [_size(n) for n in (999, 1234, 12_345_678, 2_500_000_000)] == ["999 B", "1.2 KB", "12 MB", "2.5 GB"]
+    assert "SYNTHETIC" not in (folder / "index.html").read_text()
+
+
+def test_synthetic_resources_put_a_banner_on_every_page(tmp_path):
+    store = PackageStore(tmp_path / "packages")
+    work = tmp_path / "work"
+    work.mkdir()
+    processor = make_processor("stand_in")
+    output, out = run_processor(processor, work)
+    store.install_dataset({"name": "gambia", "name_long": "Gambia"}, processor, replace(output, synthetic=True), out)
+    folder = store.root / "gambia"
+    for page in ("index.html", "license.html", "version.html", "datasets/stand_in/version_1/index.html",
+                 "datasets/stand_in/version_1/license.html"):
+        assert '<p class="synthetic">SYNTHETIC DATA' in (folder / page).read_text(), page
+    package = store.read_datapackage("gambia")
+    assert package["synthetic"] is True and package["resources"][0]["synthetic"] is True

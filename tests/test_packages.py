@@ -54,7 +54,7 @@ def run_processor(processor: type[Processor], work: Path, boundary: dict = GAMBI
     out.mkdir()
     b = Boundary(name=boundary["name"], name_long=boundary["name_long"], geometry={}, envelope={})
     ctx = ProcessorContext(output_dir=out, processing_dir=output_dir / "processing", source_dir=output_dir / "source",
-                           options={"test_processor_seconds": 0})
+                           test_processor_seconds=0)
     return processor().generate(b, ctx), out
 
 

@@ -1,5 +1,5 @@
 """The offline sample mirror (`processors.samples`): built once, then every built-in processor's
-`generate()` runs for Kenya with `options={"source_mirror": folder}` and writes its outputs."""
+`generate()` runs for Kenya with the mirror folder as `source_mirror` and writes its outputs."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,10 @@ import rasterio
 
 from backend.packages import PackageStore
 from processors.builtin.natural_earth_admin1 import DEFAULT_WORLD_MAP_GPKG
-from processors.fetch import SYNTHETIC_MANIFEST, mirror_url
+from processors.fetch import mirror_url
+from processors.outputs import file_facts
 from processors.registry import ProcessorRegistry
-from processors.samples import build_sample_mirror
+from processors.samples import SYNTHETIC_MANIFEST, build_sample_mirror
 from test_catalogue import make_context
 from test_estimate import country
 
@@ -57,7 +58,6 @@ def test_every_processor_runs_for_kenya_offline(mirror, tmp_path, name):
     folder, _ = mirror
     cls = REGISTRY.get(name)
     ctx, reports = make_context(tmp_path, str(folder))
-    ctx.options = {**ctx.options, "world_map_gpkg": str(DEFAULT_WORLD_MAP_GPKG)}
     out = cls().generate(country("Kenya"), ctx)
     assert out.files and sorted(p.name for p in ctx.output_dir.iterdir()) == sorted(out.files)
     assert all(f.endswith("-kenya.tif") or f.endswith("-kenya.gpkg") for f in out.files)
@@ -81,3 +81,11 @@ def test_every_processor_runs_for_kenya_offline(mirror, tmp_path, name):
     assert {f["path"].rsplit("/", 1)[1]: f["crs"] for f in resource["files"]} == crs
     if name == "gridfinder.version_1":
         assert crs["gridfinder-version_1-lv-kenya.tif"] == "ESRI:54009"
+    # Synthetic origin carried through: every output file, the resource, the package, the page.
+    real = name == "natural_earth_admin1.version_1"
+    for f in out.files:
+        assert file_facts(store.root / "kenya" / resource["path"][out.files.index(f)]).synthetic is not real, f
+    assert resource["synthetic"] is not real
+    assert store.read_datapackage("kenya")["synthetic"] is not real
+    assert ("SYNTHETIC" in (store.root / "kenya" / "index.html").read_text()) is not real
+    assert all(r.synthetic is not real for r in ctx.sources.records)

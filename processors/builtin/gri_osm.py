@@ -23,11 +23,8 @@ source has it (the predecessor's comment says it holds the unclipped geometry).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from processors.base import Boundary, DataLicense, Processor, ProcessorContext, ProcessorMetadata, ProcessorOutput
-from processors.fetch import cache_path, fetch
-from processors.vector import clip_vector_into_output
+from processors.base import DataLicense, ProcessorMetadata
+from processors.catalogue import VectorClipProcessor
 
 SOURCE_URL = (
     "https://global.infrastructureresilience.org/extract/gri_osm/roads_and_rail_version_1/gri_osm_road_and_rail.gpkg"
@@ -57,7 +54,7 @@ ODBL = DataLicense(
 )
 
 
-class GriOsmRoadsAndRail(Processor):
+class GriOsmRoadsAndRail(VectorClipProcessor):
     """Roads and rail (LineStrings) cut at the boundary polygon, one GeoPackage layer."""
 
     name = "gri_osm"
@@ -85,52 +82,10 @@ class GriOsmRoadsAndRail(Processor):
         ),
     )
     source_url = SOURCE_URL
+    layers = SOURCE_LAYERS
+    output_layer = OUTPUT_LAYER
+    explode = True
+    properties_schema = SCHEMA
+    feature_noun = "road and rail lines"
     declared_feature_count = 21_000_000  # roads + rail edges of the global network (order of magnitude)
     declared_feature_bytes = 330
-
-    def source(self, context: ProcessorContext) -> Path:
-        return fetch(
-            self.source_url,
-            cache_path(self.source_url, Path(context.source_dir)),
-            mirror=context.options.get("source_mirror") or None,
-            check_cancelled=context.check_cancelled,
-        )
-
-    def cached_source(self, context: ProcessorContext) -> Path | None:
-        path = cache_path(self.source_url, Path(context.source_dir))
-        return path if path.is_file() else None
-
-    def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
-        context.progress(0, "fetching the GRI OSM road and rail network")
-        source = self.source(context)
-        filename = self.output_filename(boundary, "gpkg")
-        result = clip_vector_into_output(
-            source,
-            layer=SOURCE_LAYERS[0],
-            extra_layers=SOURCE_LAYERS[1:],
-            boundary=boundary,
-            context=context,
-            filename=filename,
-            output_layer=OUTPUT_LAYER,
-            explode=True,
-            properties_schema=SCHEMA,
-            progress_range=(5, 95),
-        )
-        context.progress(100, f"wrote {result.feature_count} road and rail lines")
-        return ProcessorOutput(
-            files=[filename],
-            format="GPKG",
-            description=(
-                f"{self.metadata.title} clipped to {boundary.name_long or boundary.name}: "
-                f"{result.feature_count} lines (layer {result.layer}, {result.geometry_type}, {result.crs})"
-            ),
-            extra={"layer": result.layer, "feature_count": result.feature_count},
-        )
-
-    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
-        from processors.estimate import estimate_vector
-
-        return estimate_vector(
-            self, boundary, self.cached_source(context), layers=list(SOURCE_LAYERS),
-            declared_features=self.declared_feature_count, declared_feature_bytes=self.declared_feature_bytes,
-        )

@@ -12,10 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from processors.base import Boundary, Dimension, OutputFile, ProcessorContext, ProcessorMetadata, ProcessorOutput
-from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource
+from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource, clip_vector_source
 from processors.estimate import RasterGrid, estimate_vector
-from processors.fetch import cache_path, fetch
-from processors.vector import clip_vector_into_output
+from processors.sources import check_vector
 
 ZENODO_FILES = "https://zenodo.org/record/3628142/files/"
 GRID_URL = ZENODO_FILES + "grid.gpkg"
@@ -70,9 +69,8 @@ class Gridfinder(RasterCatalogueProcessor):
 
     def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
         rasters = super().estimate(boundary, context)
-        cached = cache_path(self.grid_url, Path(context.source_dir))
         grid = estimate_vector(
-            self, boundary, cached if cached.is_file() else None, layers=[None],
+            self, boundary, context.sources.cached(self.grid_url), layers=[None],
             declared_features=self.declared_grid_features, declared_feature_bytes=self.declared_grid_feature_bytes,
         )
         if rasters["bytes"] is None:
@@ -87,23 +85,10 @@ class Gridfinder(RasterCatalogueProcessor):
         # Rasters first: a boundary outside the data ends the run before the large grid.gpkg.
         rasters = super().generate(boundary, context)
         context.progress(90, "fetching grid.gpkg")
-        grid = fetch(
-            self.grid_url,
-            cache_path(self.grid_url, Path(context.source_dir)),
-            mirror=context.options.get("source_mirror") or None,
-            check_cancelled=context.check_cancelled,
-        )
         filename = self.output_filename(boundary, "gpkg", part="grid")
         try:
-            result = clip_vector_into_output(
-                grid,
-                layer=None,
-                boundary=boundary,
-                context=context,
-                filename=filename,
-                keep_whole=True,
-                progress_range=(90, 99),
-            )
+            grid = context.sources.fetch(self.grid_url, validate=check_vector, progress=(90, 93))
+            result = clip_vector_source(grid, context, boundary, filename, keep_whole=True, progress_range=(93, 99))
         except BaseException:
             for name in rasters.files:
                 (Path(context.output_dir) / name).unlink(missing_ok=True)
@@ -122,5 +107,6 @@ class Gridfinder(RasterCatalogueProcessor):
             extra={"grid_features": result.feature_count},
             dimensions=rasters.dimensions,
             details=(grid_detail,) + rasters.details,
+            synthetic=context.sources.synthetic,
         )
 

@@ -3,25 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processors.base import Boundary, DataLicense, Processor, ProcessorContext, ProcessorMetadata, ProcessorOutput
-from processors.errors import SourceUnavailable
-from processors.vector import clip_vector_into_output
+from processors.base import DEFAULT_WORLD_MAP_GPKG, ProcessorContext, ProcessorMetadata
+from processors.catalogue import NATURAL_EARTH_TERMS, VectorClipProcessor
+from processors.sources import check_vector
 
-#: Where Debian's (and most Linux) QGIS packages install Natural Earth's world map.
-DEFAULT_WORLD_MAP_GPKG = Path("/usr/share/qgis/resources/data/world_map.gpkg")
+__all__ = ["DEFAULT_WORLD_MAP_GPKG", "NaturalEarthAdmin1"]
 SOURCE_LAYER = "states_provinces"
 
-NATURAL_EARTH_TERMS = DataLicense(
-    name="Natural-Earth",
-    path="https://www.naturalearthdata.com/about/terms-of-use/",
-    title="Natural Earth Terms of Use (public domain)",
-)
 
-
-class NaturalEarthAdmin1(Processor):
+class NaturalEarthAdmin1(VectorClipProcessor):
     """Admin-1 boundaries clipped to the boundary polygon, written as a GeoPackage.
 
-    Option `world_map_gpkg`: path of QGIS's `world_map.gpkg` (default: the Debian location).
+    Its source is `context.world_map_gpkg`, QGIS's `world_map.gpkg` (default: the Debian location).
     """
 
     name = "natural_earth_admin1"
@@ -46,43 +39,15 @@ class NaturalEarthAdmin1(Processor):
         citation="Natural Earth. Free vector and raster map data @ naturalearthdata.com.",
     )
 
-    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
-        from processors.estimate import estimate_vector
+    layers = (SOURCE_LAYER,)
+    output_layer = SOURCE_LAYER
+    feature_noun = "states and provinces"
+    declared_feature_count = 4_596
+    declared_feature_bytes = 2_000
 
-        source = Path(context.options.get("world_map_gpkg") or DEFAULT_WORLD_MAP_GPKG)
-        return estimate_vector(
-            self, boundary, source if source.is_file() else None, layers=[SOURCE_LAYER],
-            declared_features=4_596, declared_feature_bytes=2_000,
-        )
+    def source(self, context: ProcessorContext) -> Path:
+        return context.sources.local(Path(context.world_map_gpkg), validate=check_vector)
 
-    def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
-        source = Path(context.options.get("world_map_gpkg") or DEFAULT_WORLD_MAP_GPKG)
-        if not source.is_file():
-            raise SourceUnavailable(f"Natural Earth world map not found: {source} (set the world_map_gpkg option)")
-        context.progress(0, f"reading {SOURCE_LAYER} from {source.name}")
-
-        filename = self.output_filename(boundary, "gpkg")
-        result = clip_vector_into_output(
-            source,
-            layer=SOURCE_LAYER,
-            boundary=boundary,
-            context=context,
-            filename=filename,
-            output_layer=SOURCE_LAYER,
-            progress_range=(2, 92),
-            empty_error=f"no Natural Earth state or province overlaps boundary {boundary.name!r}",
-        )
-        context.progress(100, f"wrote {result.feature_count} states and provinces")
-        return ProcessorOutput(
-            files=[filename],
-            format="GPKG",
-            description=(
-                f"{self.metadata.title} clipped to {boundary.name_long or boundary.name}: "
-                f"{result.feature_count} features (layer {result.layer}, {result.geometry_type}, {result.crs})"
-            ),
-            extra={
-                "layer": result.layer,
-                "feature_count": result.feature_count,
-                "geometry_type": result.geometry_type,
-            },
-        )
+    def cached_source(self, context: ProcessorContext) -> Path | None:
+        source = Path(context.world_map_gpkg)
+        return source if source.is_file() else None

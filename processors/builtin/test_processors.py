@@ -37,7 +37,7 @@ class TestProcessor(Processor):
     )
 
     def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
-        seconds = float(context.options.get("test_processor_seconds", 1.0))
+        seconds = float(context.test_processor_seconds)
         context.progress(0, "waiting")
         _wait(context, seconds * 0.3)
         context.progress(30, "waiting")
@@ -67,6 +67,6 @@ class TestFailProcessor(Processor):
     )
 
     def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
-        _wait(context, float(context.options.get("test_processor_seconds", 1.0)) * 0.3)
+        _wait(context, float(context.test_processor_seconds) * 0.3)
         context.progress(30, "about to fail")
         raise ProcessorError("test-fail-processor failed as expected")

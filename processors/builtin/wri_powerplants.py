@@ -1,32 +1,31 @@
 """WRI Global Power Plant Database v1.3.0: CSV with coordinates -> points, kept whole in the boundary.
 
 The zip (SHA-1 declared) holds `global_power_plant_database.csv`. It is converted once into a
-point GeoPackage with a spatial index in the source cache (EPSG:4326, one feature per row, every
-CSV column kept: columns whose non-empty values all parse as numbers become floats, the others
-strings), then points intersecting the boundary polygon are written out.
+point GeoPackage with a spatial index, a derived file of the source cache (rebuilt when the CSV
+changes; EPSG:4326, one feature per row, every CSV column kept: columns whose non-empty values
+all parse as numbers become floats, the others strings), then points intersecting the boundary
+polygon are written out. A boundary without a power plant gets an empty layer.
 """
 from __future__ import annotations
 
 import csv
-import json
 import os
-import shutil
 import uuid
 from pathlib import Path
 
 import fiona
 from fiona.crs import from_epsg
 
-from processors.base import Boundary, Processor, ProcessorContext, ProcessorMetadata, ProcessorOutput
-from processors.catalogue import CC_BY_4
+from processors.base import ProcessorContext, ProcessorMetadata
+from processors.catalogue import CC_BY_4, VectorClipProcessor
 from processors.errors import SourceCorrupt
-from processors.fetch import cache_path, extract_archive, fetch, file_lock
-from processors.vector import clip_vector_into_output
+from processors.sources import check_vector
 
 SOURCE_URL = "https://wri-dataportal-prod.s3.amazonaws.com/manual/global_power_plant_database_v_1_3.zip"
 SOURCE_SHA1 = "083f11452efc1ed0e8fb1494f0ce49e5c37718e2"
 CSV_NAME = "global_power_plant_database.csv"
 LAYER = "global_power_plant_database"
+POINTS = "global_power_plant_database.gpkg"
 
 
 def csv_to_points(csv_path: Path, destination: Path) -> int:
@@ -79,7 +78,7 @@ def csv_to_points(csv_path: Path, destination: Path) -> int:
     return written
 
 
-class WriPowerplants(Processor):
+class WriPowerplants(VectorClipProcessor):
     """Power plants (points) intersecting the boundary, as a GeoPackage."""
 
     name = "wri_powerplants"
@@ -107,68 +106,19 @@ class WriPowerplants(Processor):
     )
     source_url = SOURCE_URL
     source_sha1: str | None = SOURCE_SHA1
-
-    def _points(self, context: ProcessorContext) -> Path:
-        source_dir = Path(context.source_dir)
-        archive = fetch(
-            self.source_url,
-            cache_path(self.source_url, source_dir),
-            sha1=self.source_sha1,
-            mirror=context.options.get("source_mirror") or None,
-            check_cancelled=context.check_cancelled,
-        )
-        gpkg = archive.with_name("global_power_plant_database.gpkg")
-        with file_lock(gpkg.with_name(gpkg.name + ".lock"), context.check_cancelled):
-            record = gpkg.with_name(gpkg.name + ".json")
-            stamp = {"archive": archive.name, "size": archive.stat().st_size, "mtime": archive.stat().st_mtime}
-            if gpkg.is_file() and record.is_file() and json.loads(record.read_text()) == stamp:
-                return gpkg
-            context.progress(10, "converting the CSV to points")
-            folder = Path(context.processing_dir) / "powerplants_zip"
-            shutil.rmtree(folder, ignore_errors=True)
-            extracted = extract_archive(archive, folder, max_bytes=1024**3, check_cancelled=context.check_cancelled)
-            csvs = [p for p in extracted if p.name == CSV_NAME]
-            if len(csvs) != 1:
-                raise SourceCorrupt(f"{self.source_url}: expected one {CSV_NAME} in the archive, found {len(csvs)}")
-            csv_to_points(csvs[0], gpkg)
-            record.write_text(json.dumps(stamp))
-            shutil.rmtree(folder, ignore_errors=True)
-            return gpkg
-
+    layers = (LAYER,)
+    output_layer = LAYER
+    keep_whole = True
+    feature_noun = "power plants"
     declared_feature_count = 34_936
     declared_feature_bytes = 520
 
-    def estimate(self, boundary: Boundary, context: ProcessorContext) -> dict:
-        from processors.estimate import estimate_vector
+    def source(self, context: ProcessorContext) -> Path:
+        table = context.sources.archive_member(self.source_url, CSV_NAME, sha1=self.source_sha1,
+                                               max_bytes=1024**3, progress=(0.0, 5.0))
+        context.progress(5, "converting the CSV to points (once)")
+        return context.sources.derived(POINTS, [table], lambda target: csv_to_points(table, target),
+                                       validate=check_vector)
 
-        gpkg = cache_path(self.source_url, Path(context.source_dir)).with_name("global_power_plant_database.gpkg")
-        return estimate_vector(
-            self, boundary, gpkg if gpkg.is_file() else None, layers=[LAYER],
-            declared_features=self.declared_feature_count, declared_feature_bytes=self.declared_feature_bytes,
-        )
-
-    def generate(self, boundary: Boundary, context: ProcessorContext) -> ProcessorOutput:
-        context.progress(0, "fetching the Global Power Plant Database")
-        points = self._points(context)
-        filename = self.output_filename(boundary, "gpkg")
-        result = clip_vector_into_output(
-            points,
-            layer=LAYER,
-            boundary=boundary,
-            context=context,
-            filename=filename,
-            keep_whole=True,
-            output_layer=LAYER,
-            progress_range=(20, 95),
-            empty_error=f"no power plant of the database lies within boundary {boundary.name!r}",
-        )
-        context.progress(100, f"wrote {result.feature_count} power plants")
-        return ProcessorOutput(
-            files=[filename],
-            format="GPKG",
-            description=(
-                f"{self.metadata.title} within {boundary.name_long or boundary.name}: "
-                f"{result.feature_count} power plants (points, {result.crs})"
-            ),
-            extra={"layer": result.layer, "feature_count": result.feature_count},
-        )
+    def cached_source(self, context: ProcessorContext) -> Path | None:
+        return context.sources.cached_derived(POINTS)
