@@ -15,17 +15,20 @@ URL of a GeoTIFF or of an archive, plus the GeoTIFF's name inside the archive) t
 2. clips the GeoTIFF to the boundary polygon with `clip_raster_to_cog` (window read, polygon mask,
    source CRS and grid kept, COG) into `context.output_dir/<name>-<version>[-<part>]-<boundary>.tif`
    (`part` is the source's stem for multi-file datasets, none for single-file ones; boundaries
-   across the antimeridian get `-east`/`-west` outputs from the clipper). A source that fails
+   across the antimeridian or with far-apart parts get `-east`/`-west`/`-part<k>` outputs from the
+   clipper). A source that fails
    while being read is discarded from the cache and fetched again, once. Outputs made from a
    synthetic stand-in carry its SYNTHETIC tag.
 3. describes every output for the package: a label and its values along the processor's
-   `dimensions` (from `RasterSource.label`/`dimensions`; a `side` dimension is added when the
-   boundary was split at the antimeridian).
+   `dimensions` (from `RasterSource.label`/`dimensions`; a `part` dimension is added when the
+   boundary was split, at the antimeridian or into far-apart clusters).
 
-All files of one dataset share a grid, so a boundary that misses the first file misses them all:
-`NoDataForBoundary` ends the run at once with a message naming the dataset and the boundary,
-before any other file is fetched. A source that cannot be fetched raises `SourceUnavailable`
-naming the URL (and the mirror location when a mirror is used).
+Empty is a result: a boundary with no pixel of a file gets an all-nodata COG on the file's grid
+over the boundary's bounding box (`write_nodata_cog`: a layer that loads in the right place and
+shows nothing), marked `empty` in the package and noted in the description. All files of one
+dataset share a grid, so when the boundary misses the first file, the others (those without a
+`grid` of their own) get the same empty output without being fetched. A source that cannot be
+fetched raises `SourceUnavailable` naming the URL (and the mirror location when a mirror is used).
 
 Progress: percent = files done / total files, and the step names the file.
 """
@@ -46,7 +49,7 @@ from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, Sourc
 from processors.estimate import DEFAULT_COMPRESSION_RATIO, RasterGrid, estimate_raster_sources, estimate_vector
 from processors.fetch import DEFAULT_MAX_RATIO
 from processors.outputs import SYNTHETIC_TAG
-from processors.raster import RasterClipResult, clip_raster_to_cog
+from processors.raster import RasterClipResult, clip_raster_to_cog, write_nodata_cog
 from processors.samples import synthetic_note
 from processors.sources import SourceUnreadable, check_raster, check_vector
 from processors.vector import VectorClipResult, clip_vector_into_output
@@ -116,8 +119,20 @@ def part_from_stem(url: str, **kwargs) -> RasterSource:
     return RasterSource(url=url, part=RasterSource(url=url).stem, **kwargs)
 
 
-#: The extra dimension of outputs split at the antimeridian (see `processors.raster`).
-SIDE = Dimension("side", "Side of the antimeridian", ("east", "west"), "east")
+#: The extra dimension of a boundary clipped into several outputs (`processors.raster.split_boundary`).
+PART = "part"
+
+
+def part_label(part: str) -> str:
+    """"east" -> "east of the antimeridian", "part2" -> "part 2", "part2-west" -> "part 2, west of the antimeridian"."""
+    cluster, _, side = part.partition("-") if part.startswith("part") else ("", "", part)
+    words = [f"part {cluster[len('part'):]}"] if cluster else []
+    return ", ".join(words + ([f"{side} of the antimeridian"] if side else []))
+
+
+def part_dimension(parts: list[str]) -> Dimension:
+    """The `part` dimension for the parts written, largest first (the default)."""
+    return Dimension(PART, "Part of the boundary", tuple(parts), parts[0])
 
 
 class RasterCatalogueProcessor(Processor):
@@ -186,18 +201,26 @@ class RasterCatalogueProcessor(Processor):
         files: list[str] = []
         details: list[OutputFile] = []
         written: list[Path] = []
+        empty_template: Path | None = None  # the first source's GeoTIFF when the boundary misses the dataset
         try:
             for i, src in enumerate(sources):
                 span = (100.0 * i / total, 100.0 * (i + 0.5) / total)
-                context.progress(span[0], f"{i + 1}/{total}: fetching {src.filename}")
-                if src.url in futures:
-                    wait(futures.pop(src.url))
                 filename = self.output_filename(boundary, "tif", part=src.part)
-                result = self._clip_healing(src, context, geometry, output_dir / filename, span, check, boundary)
+                if empty_template is not None and src.grid is None:
+                    # Same grid as the first file, which the boundary misses: no need to fetch it.
+                    result = write_nodata_cog(empty_template, boundary=geometry, destination=output_dir / filename,
+                                              tags=self._tags(src, context))
+                else:
+                    context.progress(span[0], f"{i + 1}/{total}: fetching {src.filename}")
+                    if src.url in futures:
+                        wait(futures.pop(src.url))
+                    tif, result = self._clip_healing(src, context, geometry, output_dir / filename, span, check)
+                    if i == 0 and not result.outputs[0].inside_pixels:
+                        empty_template = tif
                 written.extend(result.paths)
                 files.extend(p.name for p in result.paths)
                 details.extend(self._detail(src, out) for out in result.outputs)
-                if i == 0 and total > 1 and self.prefetch > 0:
+                if i == 0 and total > 1 and self.prefetch > 0 and empty_template is None:
                     # The first file showed that the boundary overlaps the data: from here on,
                     # download ahead while clipping.
                     pool = concurrent.futures.ThreadPoolExecutor(self.prefetch, thread_name_prefix="prefetch")
@@ -214,16 +237,20 @@ class RasterCatalogueProcessor(Processor):
                 pool.shutdown(wait=True, cancel_futures=True)
 
         context.progress(100, f"clipped {total} source file{'s' if total > 1 else ''}")
-        split = any(d.dimensions.get(SIDE.name) for d in details)
+        parts = list(dict.fromkeys(d.dimensions[PART] for d in details if PART in d.dimensions))
+        empty = sum(d.empty for d in details)
         return ProcessorOutput(
             files=files,
             format=self.output_format,
             description=(
                 f"{self.metadata.title} clipped to {boundary.name_long or boundary.name}: "
                 f"{len(files)} Cloud-Optimised GeoTIFF{'s' if len(files) != 1 else ''}"
+                + (f". {'No' if empty == len(files) else f'For {empty} of them, no'} pixel of the dataset lies "
+                   "within the boundary: all-nodata rasters over the boundary's extent, on the dataset's grid"
+                   if empty else "")
             ),
             extra={"source_file_count": total},
-            dimensions=tuple(self.dimensions) + ((SIDE,) if split else ()),
+            dimensions=tuple(self.dimensions) + ((part_dimension(parts),) if parts else ()),
             details=tuple(details),
             synthetic=context.sources.synthetic,
         )
@@ -243,24 +270,23 @@ class RasterCatalogueProcessor(Processor):
                                      validate=check_raster, progress=span, check_cancelled=check)
 
     def _clip_healing(self, src: RasterSource, context: ProcessorContext, geometry, destination: Path, span,
-                      check, boundary: Boundary) -> RasterClipResult:
-        """Clip `src`; a source that passed its checks but fails while being read is discarded
+                      check) -> tuple[Path, RasterClipResult]:
+        """The source GeoTIFF and `src` clipped (an all-nodata raster when no pixel of it lies in
+        the boundary); a source that passed its checks but fails while being read is discarded
         from the cache and fetched again, once (then the failure is reported)."""
         for attempt in (1, 2):
             tif = self._obtain(src, context, span, check)
             if self.expected_crs:
                 self._check_crs(src, tif)
-            record = context.sources.record(src.url)
-            tags = {SYNTHETIC_TAG: synthetic_note(src.url)} if record and record.synthetic else None
+            tags = self._tags(src, context)
             context.progress(span[1], f"clipping {src.filename}")
             try:
-                return clip_raster_to_cog(tif, boundary=geometry, destination=destination, compress=self.compress,
-                                          tags=tags, check_cancelled=context.check_cancelled)
-            except NoDataForBoundary as exc:
-                raise NoDataForBoundary(
-                    f"{self.metadata.title or self.full_name()}: boundary {boundary.name!r} does not "
-                    f"overlap the dataset ({exc})"
-                ) from exc
+                try:
+                    return tif, clip_raster_to_cog(tif, boundary=geometry, destination=destination,
+                                                   compress=self.compress, tags=tags,
+                                                   check_cancelled=context.check_cancelled)
+                except NoDataForBoundary:
+                    return tif, write_nodata_cog(tif, boundary=geometry, destination=destination, tags=tags)
             except (RasterioIOError, SourceUnavailable) as exc:
                 context.sources.discard(src.url)
                 if attempt == 2:
@@ -298,14 +324,21 @@ class RasterCatalogueProcessor(Processor):
     # ------------------------------------------------------------------------------ helpers
 
     @staticmethod
+    def _tags(src: RasterSource, context: ProcessorContext) -> dict[str, str] | None:
+        """The SYNTHETIC tag for outputs of a source that was a synthetic stand-in."""
+        record = context.sources.record(src.url)
+        synthetic = record.synthetic if record else context.sources.synthetic
+        return {SYNTHETIC_TAG: synthetic_note(src.url)} if synthetic else None
+
+    @staticmethod
     def _detail(src: RasterSource, out) -> OutputFile:
-        """Label and dimension values of one written output (one side of the antimeridian, maybe)."""
+        """Label and dimension values of one written output (of one part of the boundary, maybe)."""
         label = src.label or src.stem
         dimensions = dict(src.dimensions)
         if out.part:
-            label = f"{label} ({out.part} of the antimeridian)"
-            dimensions[SIDE.name] = out.part
-        return OutputFile(name=out.path.name, label=label, dimensions=dimensions)
+            label = f"{label} ({part_label(out.part)})"
+            dimensions[PART] = out.part
+        return OutputFile(name=out.path.name, label=label, dimensions=dimensions, empty=out.inside_pixels == 0)
 
     def _check_crs(self, src: RasterSource, tif: Path) -> None:
         import rasterio

@@ -7,7 +7,7 @@ processor declares about the real dataset (`RasterGrid`, global feature counts).
 downloaded and no pixel or feature is clipped.
 
 Rasters (`estimate_raster`)
-    For each side of the boundary (the antimeridian split of `processors.raster`), the window is
+    For each part of the boundary (`processors.raster.split_boundary`: antimeridian sides, far-apart clusters), the window is
     the boundary's bounding box in the raster CRS snapped to the grid and cut to its extent:
     `w x h` pixels, `bands x itemsize` bytes each. A fraction `f` of them lies in the polygon
     (polygon area / bounding-box area, both within the raster extent). Then
@@ -77,12 +77,13 @@ class RasterGrid:
 
 def raster_output_bytes(grid: RasterGrid, boundary, *, compression_ratio: float = DEFAULT_COMPRESSION_RATIO) -> list[int]:
     """Estimated bytes of each output `clip_raster_to_cog` writes for one source on `grid`
-    (one entry, two across the antimeridian, none when the boundary misses the grid)."""
+    (one per part of `split_boundary`, none when the boundary misses the grid)."""
     import numpy as np
     from affine import Affine
     from rasterio.crs import CRS
 
-    from processors.raster import _to_crs, _window, split_antimeridian
+    from processors.raster import _window, split_boundary
+    from processors.reproject import boundary_in_crs
 
     crs = CRS.from_user_input(grid.crs)
     left, bottom, right, top = grid.bounds
@@ -90,8 +91,8 @@ def raster_output_bytes(grid: RasterGrid, boundary, *, compression_ratio: float 
     extent = box(*grid.bounds)
     itemsize = np.dtype(grid.dtype).itemsize
     sizes = []
-    for _, geom in split_antimeridian(boundary):
-        projected = _to_crs(geom, crs)
+    for _, geom in split_boundary(boundary):
+        projected = boundary_in_crs(geom, crs)
         if projected.is_empty or not projected.intersects(extent):
             continue
         window = _window(projected.bounds, transform, grid.width, grid.height, centres=False)
@@ -175,8 +176,9 @@ def estimate_vector(
 def vector_density(source: Path, layers: list[str | None], geom) -> tuple[float, float, int, float]:
     """(estimated features in the polygon, mean bytes per feature, bbox candidates, polygon share)."""
     import fiona
-    from fiona.transform import transform_geom
-    from shapely.geometry import mapping, shape
+    from shapely.geometry import shape
+
+    from processors.reproject import boundary_in_crs
 
     candidates = 0
     sampled_bytes = sampled = 0
@@ -190,9 +192,7 @@ def vector_density(source: Path, layers: list[str | None], geom) -> tuple[float,
                 epsg = src.crs.to_epsg() if src.crs else None
             except Exception:
                 pass
-            clip = geom
-            if crs_wkt and epsg != 4326:
-                clip = shape(transform_geom("EPSG:4326", crs_wkt, mapping(geom)))
+            clip = boundary_in_crs(geom, crs_wkt) if crs_wkt and epsg != 4326 else geom
             bbox = clip.bounds
             frame = box(*bbox)
             fraction = min(1.0, clip.area / frame.area) if frame.area > 0 else 1.0

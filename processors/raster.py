@@ -10,13 +10,15 @@ Reusable by every raster dataset processor. The approach:
   grid and clipped to the raster's extent. It is read in strips of whole rows (at most
   `strip_bytes` per strip, a multiple of the 512-row output tiles when large enough), so memory
   stays bounded by one strip whatever the window size. Cancellation is checked between strips.
-* **Pixel-centre rule.** A pixel is kept when its centre lies inside the polygon (GDAL's
-  rasterize with `all_touched=False`, via `rasterio.features.geometry_mask`); every other pixel
-  of the window is set to nodata, in all bands. The window holds exactly the pixels whose centres
-  lie within the polygon's bounding box. When *no* pixel centre falls inside the polygon (a
-  boundary smaller than a pixel, e.g. a small island on a 1 km grid), the pixels it touches are
-  kept instead (`all_touched=True`, with the window snapped outwards to every pixel the bounding
-  box meets) so that small boundaries still get their data.
+* **Pixel-centre rule, one per boundary.** A pixel is kept when its centre lies inside the
+  polygon (GDAL's rasterize with `all_touched=False`, via `rasterio.features.geometry_mask`);
+  every other pixel of the window is set to nodata, in all bands. The window holds exactly the
+  pixels whose centres lie within the polygon's bounding box. When a side of the boundary (see
+  Antimeridian; the whole boundary when it is not split) has *no* pixel centre inside (smaller
+  than a pixel, e.g. a small island on a 1 km grid), the pixels the boundary touches are kept
+  instead, on *every* side (`all_touched=True`, with the windows snapped outwards to every pixel
+  the bounding box meets): small boundaries still get their data, and the outputs of one
+  boundary never mix two rules (Fiji's east and west sides follow the same one).
 * **Nodata.** The source's nodata value is kept. A source without one gets: NaN for floats, the
   dtype's minimum for signed integers (-32768 for int16), its maximum for unsigned integers (255
   for uint8). Source pixels inside the polygon that happen to equal that chosen value then read
@@ -29,6 +31,13 @@ Reusable by every raster dataset processor. The approach:
   output: `<stem>-east<ext>` and `<stem>-west<ext>` next to `destination` (or the paths that
   `part_path(part)` returns). Never a world-wide strip of nodata. A group that misses the
   raster is skipped; when only one output results, it is written at `destination` itself.
+* **Far-apart parts.** Likewise, a boundary whose parts lie so far apart that one window would be
+  mostly nodata (France: mainland, Guiana, Réunion, Mayotte, the Antilles; one window over all of
+  them is 99 % outside the polygon) gets one output per cluster of nearby parts, largest first:
+  `<stem>-part1<ext>`, `<stem>-part2<ext>`, ... (see `split_boundary`: parts within
+  CLUSTER_GAP_DEGREES or a quarter of their extent are one cluster; clusters are used only when
+  their windows cover less than CLUSTER_FILL of the single window). A cluster crossing the
+  antimeridian is split as above (`-part2-east`).
 * **Output.** The masked strips go into a temporary tiled GTiff next to the destination, which
   GDAL's `COG` driver (GDAL >= 3.1) copies into a Cloud-Optimised GeoTIFF: 512x512 tiles,
   DEFLATE or ZSTD (level 1 unless `level` is given) with a predictor (PREDICTOR=YES:
@@ -53,6 +62,7 @@ else: the I/O floor for benchmarks.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -69,13 +79,13 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.features import geometry_mask
-from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from osgeo import gdal  # the same system libgdal as rasterio: its block cache is the one rasterio uses
-from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, box, mapping
+from shapely.wkb import loads as wkb_loads
 
 from processors.errors import NoDataForBoundary, ProcessorError, SourceUnavailable
-from processors.vector import DENSIFY_MAX_SEGMENT_DEGREES, _densify
+from processors.reproject import boundary_in_crs
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +180,77 @@ def split_antimeridian(boundary) -> list[tuple[str | None, object]]:
     return [("east", _multi(east)), ("west", _multi(west))]
 
 
+#: Parts of a boundary are clustered together when the gap between their bounding boxes is at
+#: most this many degrees, or a quarter of the larger part's extent (Corsica joins mainland France)...
+CLUSTER_GAP_DEGREES = 1.0
+#: ... and clusters get outputs of their own only when their windows would cover less than this
+#: share of the boundary's single window (France with its overseas regions: under 1 %).
+CLUSTER_FILL = 0.2
+#: Boundaries of more parts than this are not clustered (the pairwise gaps would cost too much).
+CLUSTER_MAX_PARTS = 2000
+
+
+def split_boundary(boundary) -> list[tuple[str | None, object]]:
+    """The parts of a boundary (EPSG:4326) that get an output of their own, with the part's name:
+    [(None, boundary)] for a compact boundary; `split_antimeridian`'s "east"/"west"; or, for
+    parts so far apart that one window would be mostly nodata, one cluster each ("part1",
+    "part2", ..., largest area first), a cluster crossing the antimeridian split further
+    ("part2-east", "part2-west"). Remembered for the last few boundaries: every file of a
+    dataset asks for the same one."""
+    return list(_split_boundary(boundary.wkb))
+
+
+@functools.lru_cache(maxsize=8)
+def _split_boundary(wkb: bytes) -> tuple[tuple[str | None, object], ...]:
+    boundary = wkb_loads(wkb)
+    polygons = list(boundary.geoms) if isinstance(boundary, MultiPolygon) else [boundary]
+    clusters = _clusters(polygons) if 1 < len(polygons) <= CLUSTER_MAX_PARTS else [polygons]
+    if len(clusters) > 1:
+        whole = _window_area(boundary)
+        if sum(_window_area(_multi(c)) for c in clusters) >= CLUSTER_FILL * whole:
+            clusters = [polygons]
+    if len(clusters) == 1:
+        return tuple(split_antimeridian(boundary))
+    clusters.sort(key=lambda c: -sum(p.area for p in c))
+    return tuple(
+        (f"part{k}" + (f"-{side}" if side else ""), geom)
+        for k, cluster in enumerate(clusters, 1)
+        for side, geom in split_antimeridian(_multi(cluster))
+    )
+
+
+def _window_area(geom) -> float:
+    """Square degrees of the window(s) one output per antimeridian side would cover."""
+    return sum(box(*g.bounds).area for _, g in split_antimeridian(geom))
+
+
+def _clusters(polygons: list[Polygon]) -> list[list[Polygon]]:
+    """Polygons grouped by single linkage: two are linked when their bounding boxes are at most
+    CLUSTER_GAP_DEGREES (or a quarter of the larger one's diagonal) apart, across the
+    antimeridian too."""
+    bounds = [p.bounds for p in polygons]
+    reach = [max(CLUSTER_GAP_DEGREES, 0.25 * math.hypot(b[2] - b[0], b[3] - b[1])) for b in bounds]
+    parent = list(range(len(polygons)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(bounds):
+        for j in range(i + 1, len(bounds)):
+            b = bounds[j]
+            dy = max(0.0, a[1] - b[3], b[1] - a[3])
+            dx = min(max(0.0, a[0] - (b[2] + shift), (b[0] + shift) - a[2]) for shift in (-360.0, 0.0, 360.0))
+            if math.hypot(dx, dy) <= max(reach[i], reach[j]):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[Polygon]] = {}
+    for i, polygon in enumerate(polygons):
+        groups.setdefault(root(i), []).append(polygon)
+    return list(groups.values())
+
+
 def clip_raster_to_cog(
     source: Path,
     *,
@@ -223,17 +304,24 @@ def clip_raster_to_cog(
         written: list[Path] = []
         outputs: list[RasterOutput] = []
         try:
-            for i, ((part, geom, tight, outer), target) in enumerate(zip(plans, targets)):
-                span = (100.0 * i / len(plans), 100.0 * (i + 1) / len(plans))
-                out = _clip_one(
-                    src, geom, tight, outer, target, part if multiple else None, indexes, dtype, nodata,
-                    compress, level, overview_resampling, strip_bytes, strip_rows, threads, tags or {},
-                    _scaled(report, *span), check,
-                )
-                if out is None:
-                    continue
-                written.append(out.path)
-                outputs.append(out)
+            # One pixel rule per boundary: centres, unless a side of it would keep no pixel by
+            # centres (then touched pixels on every side, so both sides follow the same rule).
+            for all_touched in (False, True):
+                for i, ((part, geom, tight, outer), target) in enumerate(zip(plans, targets)):
+                    span = (100.0 * i / len(plans), 100.0 * (i + 1) / len(plans))
+                    out = _clip_one(
+                        src, geom, tight, outer, target, part if multiple else None, indexes, dtype, nodata,
+                        compress, level, overview_resampling, strip_bytes, strip_rows, threads, tags or {},
+                        all_touched, _scaled(report, *span), check,
+                    )
+                    if out is not None:
+                        written.append(out.path)
+                        outputs.append(out)
+                if all_touched or len(outputs) == len(plans):
+                    break
+                for path in written:
+                    path.unlink(missing_ok=True)
+                written, outputs = [], []
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
@@ -306,8 +394,8 @@ def _plan(src, boundary) -> list[tuple[str | None, object, Window | None, Window
     that overlaps the raster."""
     plans = []
     extent = box(*src.bounds)
-    for part, geom in split_antimeridian(boundary):
-        projected = _to_crs(geom, src.crs)
+    for part, geom in split_boundary(boundary):
+        projected = boundary_in_crs(geom, src.crs)
         if projected.is_empty or not projected.intersects(extent):
             continue
         outer = _window(projected.bounds, src.transform, src.width, src.height, centres=False)
@@ -315,16 +403,6 @@ def _plan(src, boundary) -> list[tuple[str | None, object, Window | None, Window
             tight = _window(projected.bounds, src.transform, src.width, src.height, centres=True)
             plans.append((part, projected, tight, outer))
     return plans
-
-
-def _to_crs(geom, crs: CRS):
-    if crs == EPSG_4326:
-        return geom
-    dense = _densify(geom, DENSIFY_MAX_SEGMENT_DEGREES)
-    projected = shape(transform_geom(EPSG_4326, crs, mapping(dense)))
-    if not projected.is_valid:
-        projected = projected.buffer(0)
-    return projected
 
 
 def _window(bounds, transform: Affine, width: int, height: int, *, centres: bool) -> Window | None:
@@ -360,24 +438,22 @@ def _strips(window: Window, src, bands: int, strip_bytes: int, strip_rows: int |
 
 def _clip_one(
     src, geom, tight: Window | None, outer: Window, target: Path, part, indexes, dtype, nodata, compress, level,
-    overview_resampling, strip_bytes, strip_rows, threads, tags, report, check,
+    overview_resampling, strip_bytes, strip_rows, threads, tags, all_touched: bool, report, check,
 ) -> RasterOutput | None:
+    """One output under one pixel rule (centres in `tight`, or touched in `outer`); None when
+    that rule keeps no pixel."""
+    window = outer if all_touched else tight
+    if window is None:
+        return None
     target.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     strips_tmp = target.with_name(f".{target.stem}.{token}.strips.tif")
     cog_tmp = target.with_name(f".{target.stem}.{token}.cog.tif")
     try:
-        inside = 0
-        window = outer
-        for all_touched, window in ((False, tight), (True, outer)):
-            if window is None:
-                continue
-            inside = _write_strips(
-                src, geom, window, strips_tmp, indexes, dtype, nodata, all_touched,
-                strip_bytes, strip_rows, tags, report, check,
-            )
-            if inside:
-                break
+        inside = _write_strips(
+            src, geom, window, strips_tmp, indexes, dtype, nodata, all_touched,
+            strip_bytes, strip_rows, tags, report, check,
+        )
         if not inside:
             return None
         win_transform = src.window_transform(window)
@@ -545,3 +621,49 @@ def _remove_raster(path: Path) -> None:
             p.unlink()
         except FileNotFoundError:
             pass
+
+
+#: Longest side, in pixels, of the all-nodata output written for a boundary with no pixel.
+EMPTY_MAX_SIDE = 1024
+
+
+def write_nodata_cog(template: Path, *, boundary, destination: Path, tags: dict[str, str] | None = None) -> RasterClipResult:
+    """What a boundary with no pixel of a dataset gets: an all-nodata COG on `template`'s grid
+    (its CRS, alignment, data type, bands and nodata value) over the boundary's bounding box (its
+    larger side when split at the antimeridian), so the package still holds a layer, in the right
+    place, that shows nothing. Pixels are coarsened by a whole factor when the box would be longer
+    than EMPTY_MAX_SIDE pixels. Written under a temporary name and moved into place."""
+    _check_boundary(boundary)
+    destination = Path(destination)
+    with _open(template) as src:
+        dtype, count = src.dtypes[0], src.count
+        nodata = src.nodata if src.nodata is not None else default_nodata(dtype)
+        geom = max((g for _, g in split_boundary(boundary)), key=lambda g: g.area)
+        left, bottom, right, top = boundary_in_crs(geom, src.crs).bounds
+        t = src.transform
+        col0, col1 = math.floor((left - t.c) / t.a), math.ceil((right - t.c) / t.a)
+        row0, row1 = math.floor((top - t.f) / t.e), math.ceil((bottom - t.f) / t.e)
+        factor = max(1, math.ceil(max(col1 - col0, row1 - row0) / EMPTY_MAX_SIDE))
+        width, height = max(1, math.ceil((col1 - col0) / factor)), max(1, math.ceil((row1 - row0) / factor))
+        transform = Affine(t.a * factor, 0, t.c + col0 * t.a, 0, t.e * factor, t.f + row0 * t.e)
+        crs = src.crs
+    token = uuid.uuid4().hex[:12]
+    plain = destination.with_name(f".{destination.stem}.{token}.empty.tif")
+    cog = destination.with_name(f".{destination.stem}.{token}.cog.tif")
+    try:
+        with rasterio.open(plain, "w", driver="GTiff", width=width, height=height, count=count, dtype=dtype,
+                           crs=crs, transform=transform, nodata=nodata) as dst:
+            if tags:
+                dst.update_tags(**tags)
+            dst.write(np.full((count, height, width), nodata, dtype=dtype))
+        rasterio.shutil.copy(str(plain), str(cog), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=TILE_SIZE, OVERVIEWS="NONE")
+        os.replace(cog, destination)
+    finally:
+        for tmp in (plain, cog):
+            _remove_raster(tmp)
+    right_, bottom_ = transform * (width, height)
+    out = RasterOutput(path=destination, part=None, width=width, height=height,
+                       bounds=(transform.c, bottom_, right_, transform.f), transform=tuple(transform.to_gdal()),
+                       inside_pixels=0, all_touched=False)
+    return RasterClipResult(outputs=[out], crs=_crs_name(crs), crs_wkt=crs.to_wkt(), dtype=dtype, nodata=nodata,
+                            count=count, res=(abs(transform.a), abs(transform.e)))

@@ -34,7 +34,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import sys
 import time
 import zipfile

@@ -28,7 +28,8 @@ Reusable by every vector dataset processor. The approach:
   "MultiLineString", "Polygon" -> "MultiPolygon", Z kept), because clipping can split a single
   part into several; every written geometry is normalised to that type (single parts wrapped,
   GeometryCollections reduced to the parts of the layer's dimension, lower-dimension leftovers of
-  features that only touch the boundary and empty results dropped). Point layers stay "Point": a
+  features that only touch the boundary, clip slivers below SLIVER_TOLERANCE and empty results
+  dropped). Point layers stay "Point": a
   point is either inside or outside, clipping never splits it. Layers of mixed or unknown geometry
   type are written as they come (empty results dropped).
 * fiona creates the empty output layer (schema, field types and CRS as fiona writes them), then
@@ -54,7 +55,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import fiona
-from fiona.transform import transform_geom
 from osgeo import gdal, ogr  # the same system libgdal as fiona (and rasterio)
 from shapely.wkb import loads as wkb_loads
 from shapely.geometry import (
@@ -66,13 +66,12 @@ from shapely.geometry import (
     Point,
     Polygon,
     box,
-    mapping,
-    shape,
 )
 from shapely.prepared import prep
 
 from processors.base import Boundary, ProcessorContext
 from processors.errors import ProcessorError, SourceUnavailable
+from processors.reproject import boundary_in_crs
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,11 @@ CancelCheck = Callable[[], None]
 CANCEL_CHECK_EVERY = 128
 #: Features per transaction of the output GeoPackage.
 WRITE_BATCH_SIZE = 1000
-#: Longest boundary edge, in degrees, before the boundary is reprojected into another CRS.
-DENSIFY_MAX_SEGMENT_DEGREES = 0.1
+#: Pieces of a *clipped* feature smaller than this are slivers of the cut, not data, and are
+#: dropped: lines shorter than it, polygons with less area than its square (layer CRS units: in
+#: degrees 1e-9 is about 0.1 mm). A feature left with no piece is dropped like one that only
+#: touches the boundary; features kept whole are never touched.
+SLIVER_TOLERANCE = 1e-9
 
 _PROMOTE = {"LineString": "MultiLineString", "Polygon": "MultiPolygon"}
 _DIMENSION = {
@@ -186,7 +188,7 @@ def clip_vector_to_gpkg(
 
         clip_geom = boundary
         if crs_wkt and epsg != 4326:
-            clip_geom = _reproject_boundary(boundary, crs_wkt)
+            clip_geom = boundary_in_crs(boundary, crs_wkt)
         bbox = clip_geom.bounds
     names = [layer] + [n for n in extra_layers]
     for name in names[1:]:
@@ -508,7 +510,7 @@ def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writ
         return 0
     if prepared.covers(shp):
         return _write_whole(feature, geom, envelope, writer)
-    clipped = _normalise(_intersection(shp, node.piece), writer.out_type)
+    clipped = _normalise(_intersection(shp, node.piece), writer.out_type, min_size=SLIVER_TOLERANCE)
     if clipped is None:
         return 0
     if keep_whole:
@@ -560,15 +562,17 @@ def _intersection(geom, clip_geom):
         return geom.buffer(0).intersection(clip_geom)
 
 
-def _normalise(geom, out_type: str):
-    """`geom` as `out_type` (Multi* wrap, parts of the layer's dimension only), or None if empty."""
+def _normalise(geom, out_type: str, *, min_size: float = 0.0):
+    """`geom` as `out_type` (Multi* wrap, parts of the layer's dimension only, lines shorter than
+    `min_size` and polygons smaller than its square dropped), or None if nothing is left."""
     if geom is None or geom.is_empty:
         return None
     _, base = _split_type(out_type)
     dim = _DIMENSION.get(base)
     if dim is None:  # Unknown / Geometry / GeometryCollection layer: write as is
         return geom
-    parts = [p for p in _flatten(geom) if _DIMENSION.get(p.geom_type) == dim and not p.is_empty]
+    parts = [p for p in _flatten(geom) if _DIMENSION.get(p.geom_type) == dim and not p.is_empty
+             and (dim == 0 or (p.length if dim == 1 else p.area ** 0.5) >= min_size)]
     if not parts:
         return None  # e.g. a polygon that only touches the boundary: a line or point is left
     if base.startswith("Multi"):
@@ -614,34 +618,6 @@ def _epsg(collection) -> int | None:
     except AttributeError:  # fiona < 1.9: a dict like {"init": "epsg:4326"}
         init = dict(crs).get("init", "")
         return int(init.split(":")[1]) if init.lower().startswith("epsg:") else None
-
-
-def _reproject_boundary(boundary, crs_wkt: str):
-    """The EPSG:4326 boundary in the source CRS; edges densified so they follow the projection."""
-    dense = _densify(boundary, DENSIFY_MAX_SEGMENT_DEGREES)
-    projected = shape(transform_geom("EPSG:4326", crs_wkt, mapping(dense)))
-    if not projected.is_valid:
-        projected = projected.buffer(0)
-    return projected
-
-
-def _densify(geom, max_segment: float):
-    def ring(coords):
-        coords = list(coords)
-        out = [coords[0]]
-        for (x0, y0), (x1, y1) in zip((c[:2] for c in coords), (c[:2] for c in coords[1:])):
-            n = int(math.ceil(math.hypot(x1 - x0, y1 - y0) / max_segment))
-            for i in range(1, n):
-                out.append((x0 + (x1 - x0) * i / n, y0 + (y1 - y0) * i / n))
-            out.append((x1, y1))
-        return out
-
-    def polygon(p):
-        return Polygon(ring(p.exterior.coords), [ring(r.coords) for r in p.interiors])
-
-    if isinstance(geom, MultiPolygon):
-        return MultiPolygon([polygon(p) for p in geom.geoms])
-    return polygon(geom)
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from processors.builtin.natural_earth_raster import NaturalEarthRaster
 from processors.builtin.storm import StormGlobalMosaics
 from processors.builtin.wri_aqueduct import WriAqueduct
 from processors.catalogue import RasterCatalogueProcessor
-from processors.errors import NoDataForBoundary, SourceCorrupt, SourceUnavailable
+from processors.errors import SourceCorrupt, SourceUnavailable
 from processors.fetch import mirror_url
 from processors.outputs import file_facts
 from processors.registry import ProcessorRegistry
@@ -332,15 +332,23 @@ def test_missing_source_in_folder_mirror(tmp_path):
         FewStorm().generate(BOUNDARY, ctx)
 
 
-def test_boundary_outside_the_data_stops_after_the_first_file(tmp_path):
+def test_boundary_outside_the_data_is_an_empty_result_after_one_fetch(tmp_path):
+    """Empty is a result: every file gets an all-nodata COG on the dataset's grid over the
+    boundary's extent, marked empty; the first file showed the miss, the others are not fetched."""
     root = tmp_path / "mirror"
     build_mirror(root, FewStorm, bounds=(100.0, -40.0, 180.0, 0.0), width=16, height=8)  # a regional grid
     with OriginServer(root) as server:
         ctx, _ = make_context(tmp_path, server.url)
-        with pytest.raises(NoDataForBoundary, match="'testland' does not overlap"):
-            FewStorm().generate(BOUNDARY, ctx)
+        out = FewStorm().generate(BOUNDARY, ctx)
     assert sum(server.requests.values()) == 1  # nothing else was fetched
-    assert not any(ctx.output_dir.iterdir())
+    assert len(out.files) == len(FewStorm.sources) and all(d.empty for d in out.details)
+    assert "No pixel of the dataset lies within the boundary" in out.description
+    for name in out.files:
+        with rasterio.open(ctx.output_dir / name) as ds:
+            assert ds.res == pytest.approx((5.0, 5.0)) and ds.crs.to_epsg() == 4326
+            assert ((ds.transform.c - 100.0) / 5.0) % 1 == pytest.approx(0)  # on the source grid
+            assert box(*ds.bounds).contains(POLYGON)
+            assert (ds.read(1) == NODATA).all()
 
 
 def test_cancel_mid_run_leaves_no_output(tmp_path):

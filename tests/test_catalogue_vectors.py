@@ -18,7 +18,7 @@ from shapely.geometry import shape
 
 from processors.builtin.gridfinder import Gridfinder
 from processors.builtin.wri_powerplants import SOURCE_SHA1, WriPowerplants
-from processors.errors import NoDataForBoundary, SourceCorrupt
+from processors.errors import SourceCorrupt
 from processors.fetch import mirror_url
 from processors.registry import ProcessorRegistry
 from sources import OriginServer
@@ -98,15 +98,16 @@ def test_gridfinder_lines_kept_whole_and_rasters_clipped(tmp_path):
     assert sum(g.intersection(POLYGON).length for g in expected.values()) < total_want
 
 
-def test_gridfinder_no_overlap_stops_before_the_grid(tmp_path):
+def test_gridfinder_rasters_outside_the_boundary_are_empty_results(tmp_path):
     root = tmp_path / "mirror"
     build_mirror(root, Gridfinder, bounds=(100.0, -40.0, 180.0, 0.0), width=16, height=8)
     write_grid(Path(mirror_url(Gridfinder.grid_url, str(root))), n=5)
     with OriginServer(root) as server:
         ctx, _ = make_context(tmp_path, server.url)
-        with pytest.raises(NoDataForBoundary):
-            Gridfinder().generate(BOUNDARY, ctx)
-    assert "/zenodo.org/record/3628142/files/grid.gpkg" not in server.requests
+        out = Gridfinder().generate(BOUNDARY, ctx)
+    details = {d.name: d for d in out.details}
+    assert len(out.files) == 3
+    assert details["gridfinder-version_1-targets-testland.tif"].empty and details["gridfinder-version_1-lv-testland.tif"].empty
 
 
 # --------------------------------------------------------------------------- power plants

@@ -167,3 +167,22 @@ def test_synthetic_resources_put_a_banner_on_every_page(tmp_path):
         assert '<p class="synthetic">SYNTHETIC DATA' in (folder / page).read_text(), page
     package = store.read_datapackage("gambia")
     assert package["synthetic"] is True and package["resources"][0]["synthetic"] is True
+
+
+def test_a_boundary_in_several_parts_adds_a_part_dimension_with_one_default_file(tmp_path):
+    from test_estimate import country
+
+    class OneStorm(StormGlobalMosaics):
+        sources = ThreeStorms.sources[1:2]
+
+    build_mirror(tmp_path / "mirror", OneStorm, width=1440, height=720)
+    ctx, _ = make_context(tmp_path, str(tmp_path / "mirror"))
+    france = country("France")
+    out = OneStorm().generate(france, ctx)
+    resource = PackageStore(tmp_path / "packages").install_dataset(
+        {"name": france.name, "name_long": france.name_long}, OneStorm, out, ctx.output_dir)
+    part = resource["dimensions"][-1]
+    assert part["name"] == "part" and part["values"][:2] == ["part1", "part2"] and part["default"] == "part1"
+    defaults = {d["name"]: d["default"] for d in resource["dimensions"]}
+    (default_file,) = [f for f in resource["files"] if f["dimensions"] == defaults]
+    assert default_file["path"].endswith("-france-part1.tif") and default_file["label"].endswith("(part 1)")

@@ -275,3 +275,39 @@ def test_multiband_source_masks_every_band(tmp_path):
     result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif")
     assert result.count == 3
     check_clip(source, result, BOUNDARY)
+
+
+def test_one_pixel_rule_per_boundary_across_the_antimeridian(tmp_path):
+    """Fiji with a west side smaller than a pixel: pixel centres would keep the east side and
+    nothing of the west; both sides use the touched-pixel rule instead (never one rule per side)."""
+    source = synthetic_raster(tmp_path / "src.tif", dtype="int16", nodata=-999)  # 0.25 degree
+    fiji = MultiPolygon([box(177.05, -19.05, 179.999, -16.05), box(-179.99, -16.24, -179.96, -16.21)])
+    result = clip_raster_to_cog(source, boundary=fiji, destination=tmp_path / "fiji.tif")
+    assert [o.part for o in result.outputs] == ["east", "west"]
+    assert all(o.all_touched for o in result.outputs)
+    east = result.outputs[0]
+    assert east.inside_pixels > 12 * 12  # touched keeps the border pixels the centres left out
+    assert result.outputs[1].inside_pixels == 1
+    ordinary = clip_raster_to_cog(source, boundary=FIJI, destination=tmp_path / "ordinary.tif")
+    assert not any(o.all_touched for o in ordinary.outputs)  # both sides have centres: centres
+
+
+def test_far_apart_parts_get_one_output_per_cluster_not_a_window_of_nodata(tmp_path):
+    """France (Natural Earth, with Guiana, the Antilles, Réunion and Mayotte): one window over all
+    of it would be 99 % outside the polygon; instead one output per cluster of nearby parts,
+    mainland (with Corsica) first, each pixel-exact."""
+    from test_estimate import country
+
+    france = country("France").shape()
+    assert france.area / box(*france.bounds).area < 0.01
+    source = synthetic_raster(tmp_path / "src.tif", width=1440, height=720, holes=False)
+    result = clip_raster_to_cog(source, boundary=france, destination=tmp_path / "france.tif")
+    assert [o.part for o in result.outputs] == ["part1", "part2", "part3", "part4", "part5"]
+    mainland, guiana = result.outputs[0], result.outputs[1]
+    assert -6 < mainland.bounds[0] and mainland.bounds[2] < 10 and guiana.bounds[2] < -50
+    pixels = sum(o.width * o.height for o in result.outputs)
+    single = (france.bounds[2] - france.bounds[0]) * (france.bounds[3] - france.bounds[1]) * 16
+    assert pixels < 0.05 * single
+    assert mainland.inside_pixels / (mainland.width * mainland.height) > 0.4
+    for output in result.outputs[:2]:  # the others are a few pixels, all near the coast
+        check_clip(source, result, france, output.path)

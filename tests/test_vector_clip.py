@@ -317,3 +317,21 @@ def test_matches_ogr2ogr_clipsrc_for_a_projected_source(tmp_path):
     n_ref, a_ref = total(ref, "area")
     assert n_ours == n_ref == len(POLYGONS_KEPT)
     assert a_ours == pytest.approx(a_ref, rel=1e-9)
+
+
+def test_clip_slivers_are_dropped_never_written_as_their_own_rows(tmp_path):
+    """A piece of 1e-13 degrees left by the cut (like gri_osm's OSM way 1001700 in Kenya) is not
+    a row: a line that only grazes the boundary is dropped, a line with a long piece and a
+    sliver gives one row (explode) holding the long piece only."""
+    features = {
+        "grazing": LineString([(10 - 1e-13, 5), (15, 5)]),
+        "long_and_sliver": LineString([(5, 5), (10.5, 5), (10.5, 6), (10 - 1e-12, 6), (10.5, 6.5)]),
+        "ordinary": LineString([(5, 2), (15, 2)]),
+    }
+    source = write_source(tmp_path / "src.gpkg", "LineString", features)
+    result = clip_vector_to_gpkg(source, layer="data", boundary=BOUNDARY, destination=tmp_path / "out.gpkg",
+                                 explode=True)
+    with fiona.open(result.path) as src:
+        rows = [(f.properties["name"], shape(f.geometry).length) for f in src]
+    assert sorted(name for name, _ in rows) == ["long_and_sliver", "ordinary"]
+    assert all(length > 1 for _, length in rows)

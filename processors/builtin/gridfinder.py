@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from processors.base import Boundary, Dimension, OutputFile, ProcessorContext, ProcessorMetadata, ProcessorOutput
-from processors.catalogue import CC_BY_4, RasterCatalogueProcessor, RasterSource, clip_vector_source
+from processors.catalogue import CC_BY_4, PART, RasterCatalogueProcessor, RasterSource, clip_vector_source
 from processors.estimate import RasterGrid, estimate_vector
 from processors.sources import check_vector
 
@@ -94,7 +94,9 @@ class Gridfinder(RasterCatalogueProcessor):
                 (Path(context.output_dir) / name).unlink(missing_ok=True)
             raise
         context.progress(100, f"wrote {result.feature_count} grid lines and {len(rasters.files)} rasters")
-        grid_detail = OutputFile(name=filename, label=self.grid_label, dimensions={"layer": "grid"},
+        # Not clipped into parts: shown with the rasters' default part when they were.
+        parts = {d.name: d.default for d in rasters.dimensions if d.name == PART}
+        grid_detail = OutputFile(name=filename, label=self.grid_label, dimensions={"layer": "grid", **parts},
                                  empty=result.feature_count == 0)
         return ProcessorOutput(
             files=[filename] + rasters.files,
