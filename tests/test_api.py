@@ -123,6 +123,11 @@ def test_job_runs_to_success_with_progress_and_a_valid_package(served):
     entry = served.wait_provenance("gambia", job_id)
     assert set(entry["processors"]) == {TEST, ADMIN1}
     assert len(json.loads((root / "provenance.json").read_text())) == 1
+    # Provenance of sources and software: QGIS's world map, read as a local source, real data.
+    (source,) = entry["processors"][ADMIN1]["job_result"]["sources"]
+    assert source["url"].startswith("file://") and source["url"].endswith("world_map.gpkg")
+    assert source["bytes"] > 0 and len(source["sha256"]) == 64 and source["retrieved"] and source["synthetic"] is False
+    assert {"ccg_autopkg", "gdal", "proj"} <= set(entry["software"]) and entry["synthetic"] is False
 
 
 def test_failing_processor_does_not_fail_the_others(served):
@@ -195,6 +200,13 @@ def test_custom_boundary_upload_then_job(served):
     assert served.post("/v1/boundaries", json=square).status_code == 200
     status = served.wait_job(served.submit(name, [ADMIN1]))
     assert processor_states(status) == {ADMIN1: "SUCCESS"}
+    # Empty is a result: a boundary in the ocean, with no state or province, gets an empty layer.
+    ocean = {"type": "Polygon", "coordinates": [[[-30, -35], [-25, -35], [-25, -30], [-30, -30], [-30, -35]]]}
+    name = served.post("/v1/boundaries", json=ocean, params={"name_long": "South Atlantic"}).json()["name"]
+    status = served.wait_job(served.submit(name, [ADMIN1]))
+    assert processor_states(status) == {ADMIN1: "SUCCESS"}
+    (resource,) = served.get(f"/v1/packages/{name}").json()["datapackage"]["resources"]
+    assert resource["files"][0]["empty"] is True and "the layer is empty" in resource["description"]
 
 
 @pytest.mark.parametrize(
