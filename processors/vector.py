@@ -82,10 +82,11 @@ CancelCheck = Callable[[], None]
 CANCEL_CHECK_EVERY = 128
 #: Features per transaction of the output GeoPackage.
 WRITE_BATCH_SIZE = 1000
-#: Pieces of a *clipped* feature smaller than this are slivers of the cut, not data, and are
+#: Pieces of a clipped feature smaller than this are slivers of the cut, not data, and are
 #: dropped: lines shorter than it, polygons with less area than its square (layer CRS units: in
 #: degrees 1e-9 is about 0.1 mm). A feature left with no piece is dropped like one that only
-#: touches the boundary; features kept whole are never touched.
+#: touches the boundary. No line or polygon row (whole, clipped or exploded part) is written
+#: with an extent below it either: such a row is a point, not a line or an area.
 SLIVER_TOLERANCE = 1e-9
 
 _PROMOTE = {"LineString": "MultiLineString", "Polygon": "MultiPolygon"}
@@ -462,6 +463,8 @@ class _Writer:
             parts = [geom.GetGeometryRef(i).Clone() for i in range(geom.GetGeometryCount())]
         else:
             parts = [geom]
+        if _DIMENSION.get(self.base):  # lines and polygons: never a row of (almost) zero extent
+            parts = [part for part in parts if _extent(part) >= SLIVER_TOLERANCE]
         for part in parts:
             out = ogr.Feature(self.defn)
             out.SetFromWithMap(feature, 1, self.field_map)
@@ -479,11 +482,17 @@ class _Writer:
 def _write_whole(feature, geom, envelope, writer: _Writer) -> int:
     """Write a feature with its geometry untouched (promoted to the layer's type)."""
     out = writer.promote(geom)
-    if out is None:
-        return 0
-    writer.counts.kept_whole += 1
-    writer.counts.extend_envelope(envelope)
-    return writer.write(feature, out)
+    written = 0 if out is None else writer.write(feature, out)
+    if written:
+        writer.counts.kept_whole += 1
+        writer.counts.extend_envelope(envelope)
+    return written
+
+
+def _extent(geom) -> float:
+    """The larger side of an OGR geometry's envelope."""
+    minx, maxx, miny, maxy = geom.GetEnvelope()
+    return max(maxx - minx, maxy - miny)
 
 
 def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writer) -> int:

@@ -322,11 +322,13 @@ def test_matches_ogr2ogr_clipsrc_for_a_projected_source(tmp_path):
 def test_clip_slivers_are_dropped_never_written_as_their_own_rows(tmp_path):
     """A piece of 1e-13 degrees left by the cut (like gri_osm's OSM way 1001700 in Kenya) is not
     a row: a line that only grazes the boundary is dropped, a line with a long piece and a
-    sliver gives one row (explode) holding the long piece only."""
+    sliver gives one row (explode) holding the long piece only, and a degenerate line inside
+    (zero length, kept whole) is no row either."""
     features = {
         "grazing": LineString([(10 - 1e-13, 5), (15, 5)]),
         "long_and_sliver": LineString([(5, 5), (10.5, 5), (10.5, 6), (10 - 1e-12, 6), (10.5, 6.5)]),
         "ordinary": LineString([(5, 2), (15, 2)]),
+        "degenerate_inside": LineString([(5, 5), (5 + 1e-13, 5)]),  # inside, kept whole: still no row
     }
     source = write_source(tmp_path / "src.gpkg", "LineString", features)
     result = clip_vector_to_gpkg(source, layer="data", boundary=BOUNDARY, destination=tmp_path / "out.gpkg",
