@@ -15,7 +15,8 @@
     redone when the archive changed (fetched again) or a member was modified or removed.
 ``derived(name, inputs, build)``
     A file the processor builds from cached sources (e.g. a point GeoPackage from a CSV),
-    built once under a lock and rebuilt when an input's sha256 changed.
+    built once under a lock (its size and sha256 recorded) and rebuilt when an input's sha256
+    changed or the file was modified.
 ``cached(url)`` / ``cached_member(url, member)``
     The verified cached file, or None: never downloads (for size estimates).
 
@@ -253,7 +254,7 @@ class SourceCache:
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
-            stamp.update(bytes=target.stat().st_size, mtime_ns=target.stat().st_mtime_ns)
+            stamp.update(bytes=target.stat().st_size, sha256=Hasher.of(target)["sha256"], mtime_ns=target.stat().st_mtime_ns)
             _write_json(record_path, stamp)
         return target
 
