@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from backend import __version__
@@ -112,10 +112,10 @@ def create_app(service: Service) -> FastAPI:
             body.extend(chunk)
             if len(body) > limit:
                 raise PayloadTooLarge(f"boundary upload exceeds the limit of {limit} bytes")
-        boundary, created = boundaries.add_geojson(
+        boundary, created = await boundaries.add_geojson_async(
             bytes(body), name=name, name_long=name_long, max_bytes=limit, max_vertices=service.settings.max_upload_vertices
         )
-        return JSONResponse(boundary, status_code=201 if created else 200)
+        return Response(boundary.json(), status_code=201 if created else 200, media_type="application/json")
 
     # -- processors -----------------------------------------------------------------------------
     def dataset_entry(dataset: str) -> dict[str, Any]:

@@ -24,10 +24,12 @@ import threading
 import unicodedata
 import weakref
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+import anyio
 import sqlite_utils
 from shapely import wkb
 from shapely.geometry import MultiPolygon, Polygon, box, shape
@@ -36,6 +38,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import clip_by_rect, unary_union
 from shapely.validation import explain_validity, make_valid
 
+from backend.bounded import BudgetExceeded, run_bounded
 from backend.errors import BoundaryExists, BoundaryNotFound, InvalidBoundary, InvalidRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -49,7 +52,15 @@ NAME_MAX_LENGTH = 128
 PART_MAX_VERTICES = 128
 DEFAULT_MAX_VERTICES = 200_000
 CUSTOM_ADMIN_LEVEL = 99  # admin_level of uploaded custom boundaries: listed after admin 0, 1...
-DEFAULT_MAX_BYTES = 5_000_000
+DEFAULT_MAX_BYTES = 16_000_000  # 200,000 vertices at full double precision are about 8 MB of GeoJSON
+# A country at 1:10m has at most a few hundred parts; 200 overlapping triangles took GEOS a minute.
+DEFAULT_MAX_PARTS = 10_000
+# Deepest JSON nesting accepted in an upload: a FeatureCollection's coordinates sit at depth 7.
+MAX_JSON_DEPTH = 32
+DEFAULT_CHECK_SECONDS = 15.0
+DEFAULT_CHECK_MEMORY_BYTES = 1024 * 1024 * 1024
+# Uploads checked at the same time (each in its own process within the memory budget); more wait.
+UPLOAD_CHECKS_AT_ONCE = 2
 _MIN_SPLIT_SIZE = 1e-7  # degrees; below this a piece is kept whatever its vertex count
 _WGS84_CRS_NAME = re.compile(r"(?:EPSG\b.*\D4326|CRS:?84)$")
 
@@ -132,6 +143,11 @@ def _subdivide(polygon: Polygon, max_vertices: int = PART_MAX_VERTICES) -> list[
     return pieces
 
 
+def _part_wkbs(geom: MultiPolygon, max_vertices: int) -> list[bytes]:
+    """WKB of the small polygon pieces used by point search."""
+    return [piece.wkb for poly in geom.geoms for piece in _subdivide(poly, max_vertices)]
+
+
 def _drop_z(geom: BaseGeometry) -> BaseGeometry:
     if not geom.has_z:
         return geom
@@ -169,17 +185,130 @@ def _clean_geometry(geom: BaseGeometry, what: str = "geometry") -> tuple[MultiPo
             f"{maxy:g}; longitude must be in [-180, 180], latitude in [-90, 90]), is the CRS right?")
     note = None
     if not geom.is_valid:
-        reason = explain_validity(geom)
-        repaired = _polygons(make_valid(geom))
-        repaired = [p for p in repaired if p.area > 0]
+        reason = _invalidity(geom)
+        try:
+            repaired = _repaired(geom)
+        except Exception:  # GEOS gave up on the topology (its own text names no coordinates)
+            repaired = []
         if not repaired:
-            raise InvalidBoundary(f"{what} is invalid ({reason}) and could not be repaired into polygons")
-        geom = unary_union(repaired) if len(repaired) > 1 else repaired[0]
+            raise InvalidBoundary(
+                f"{what} is invalid ({reason}) and could not be repaired into polygons: fix it in a"
+                " GIS (e.g. QGIS 'Fix geometries') and upload it again")
+        geom = _as_multipolygon(repaired)
         note = f"repaired invalid geometry ({reason})"
     polygons = _polygons(geom)
     if not polygons:
         raise InvalidBoundary(f"{what} is empty")
     return _as_multipolygon(polygons), note
+
+
+_VALIDITY_REASON = re.compile(r"^(?P<reason>[^\[]+)\[(?P<x>\S+) (?P<y>\S+)\]$")
+
+
+def _invalidity(geom: BaseGeometry) -> str:
+    """Why a geometry is invalid, as "self-intersection at (lon, lat)" rather than GEOS's text."""
+    text = explain_validity(geom)
+    match = _VALIDITY_REASON.match(text)
+    if not match:
+        return text
+    return f"{match['reason'].strip().lower()} at ({float(match['x']):g}, {float(match['y']):g})"
+
+
+def _repaired(geom: BaseGeometry) -> list[Polygon]:
+    """Valid polygons covering what `geom` meant, parts overlapping each other merged.
+
+    Each part is repaired alone and the results are unioned: repairing a MultiPolygon whole makes
+    GEOS node every part against every other (200 overlapping triangles: over a minute), and its
+    overlaps would come out as holes.
+    """
+    pieces = geom.geoms if isinstance(geom, MultiPolygon) else [geom]
+    repaired = [p for piece in pieces
+                for p in _polygons(piece if piece.is_valid else make_valid(piece)) if p.area > 0]
+    if len(repaired) > 1 and isinstance(geom, MultiPolygon):
+        repaired = _polygons(unary_union(repaired))
+    return repaired
+
+
+def _json_depth(value: Any) -> int:
+    """Deepest nesting of lists and objects in a parsed JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+@dataclass(frozen=True)
+class PreparedUpload:
+    """An upload checked and repaired: the normalised MultiPolygon as WKB, its point-search pieces,
+    and its GeoJSON (geometry and envelope) already rendered, so the server never builds a
+    200,000-vertex answer vertex by vertex (that held its event loop for 0.15 s)."""
+
+    wkb: bytes
+    parts: list[bytes]
+    geometry_json: bytes
+    envelope_json: bytes
+
+
+@dataclass(frozen=True)
+class UploadedBoundary:
+    """A custom boundary as stored; `json()` is the API's answer, `as_dict()` the same as a dict."""
+
+    id: int
+    name: str
+    name_long: str
+    admin_level: int
+    geometry_json: bytes
+    envelope_json: bytes
+
+    def json(self) -> bytes:
+        head = json.dumps({"id": self.id, "name": self.name, "name_long": self.name_long,
+                           "admin_level": self.admin_level}, ensure_ascii=False, separators=(",", ":"))
+        return b"".join((head[:-1].encode(), b',"geometry":', self.geometry_json,
+                         b',"envelope":', self.envelope_json, b"}"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(self.json())
+
+
+def _compact_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _prepare_upload(payload: bytes, max_vertices: int, max_parts: int, part_max_vertices: int) -> PreparedUpload:
+    """Parse, check and repair an uploaded GeoJSON boundary. Cheap structural limits first
+    (nesting, vertices, parts), then the geometry work.
+
+    Runs in a child process with a time and memory budget (see `BoundaryStore.add_geojson`).
+    """
+    try:
+        obj = json.loads(payload)
+    except RecursionError:
+        raise InvalidBoundary(f"JSON nested more than {MAX_JSON_DEPTH} levels deep; GeoJSON needs at most 8") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidBoundary(f"malformed JSON: {exc}") from None
+    if _json_depth(obj) > MAX_JSON_DEPTH:
+        raise InvalidBoundary(f"JSON nested more than {MAX_JSON_DEPTH} levels deep; GeoJSON needs at most 8")
+    geoms = _geometries_from_geojson(obj)
+    vertices = sum(_vertex_count(g) for g in geoms)
+    if vertices > max_vertices:
+        raise PayloadTooLarge(
+            f"boundary has {vertices} vertices; at most {max_vertices} are accepted: simplify it first")
+    parts = sum(len(_polygons(g)) for g in geoms)
+    if parts > max_parts:
+        raise PayloadTooLarge(
+            f"boundary has {parts} polygon parts; at most {max_parts} are accepted: dissolve or simplify it first")
+    if len(geoms) > 1:
+        cleaned = [_clean_geometry(g, f"features[{i}] geometry")[0] for i, g in enumerate(geoms)]
+        geom = _as_multipolygon(_polygons(unary_union(cleaned)))
+    else:
+        geom = _clean_geometry(geoms[0])[0]
+    geom = _normalised(geom)
+    return PreparedUpload(wkb=geom.wkb, parts=_part_wkbs(geom, part_max_vertices),
+                          geometry_json=_compact_json(_geojson_mapping(geom)),
+                          envelope_json=_compact_json(_geojson_mapping(box(*geom.bounds))))
 
 
 def _check_name(name: str) -> None:
@@ -290,12 +419,18 @@ class BoundaryStore:
     """Boundaries in a SpatiaLite database; safe to share between threads."""
 
     def __init__(self, path: Path, *, max_vertices: int = DEFAULT_MAX_VERTICES,
-                 max_bytes: int = DEFAULT_MAX_BYTES, part_max_vertices: int = PART_MAX_VERTICES) -> None:
-        """Open (creating if needed) the database at `path`."""
+                 max_bytes: int = DEFAULT_MAX_BYTES, part_max_vertices: int = PART_MAX_VERTICES,
+                 max_parts: int = DEFAULT_MAX_PARTS, check_seconds: float = DEFAULT_CHECK_SECONDS,
+                 check_memory_bytes: int = DEFAULT_CHECK_MEMORY_BYTES) -> None:
+        """Open (creating if needed) the database at `path`. The limits apply to `add_geojson`."""
         self.path = Path(path)
         self.max_vertices = max_vertices
         self.max_bytes = max_bytes
         self.part_max_vertices = part_max_vertices
+        self.max_parts = max_parts
+        self.check_seconds = check_seconds
+        self.check_memory_bytes = check_memory_bytes
+        self._upload_limiter: anyio.CapacityLimiter | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._holders: weakref.WeakSet[_ConnectionHolder] = weakref.WeakSet()
@@ -449,8 +584,7 @@ class BoundaryStore:
     # -- writes ---------------------------------------------------------------------------------
 
     def _parts(self, geom: MultiPolygon) -> list[bytes]:
-        """WKB of the small polygon pieces used by point search."""
-        return [piece.wkb for poly in geom.geoms for piece in _subdivide(poly, self.part_max_vertices)]
+        return _part_wkbs(geom, self.part_max_vertices)
 
     def _write(self, conn: sqlite3.Connection, name: str, name_long: str, admin_level: int,
                geom: MultiPolygon, parts: list[bytes], existing_id: int | None = None) -> int:
@@ -479,66 +613,77 @@ class BoundaryStore:
         if isinstance(geometry, dict):
             geometry = _shape(geometry, "geometry")
         geom, _ = _clean_geometry(geometry)
-        parts = self._parts(geom)
+        self._insert(name, name_long, admin_level, geom, self._parts(geom), replace=replace)
+        return self.get(name)
+
+    def _insert(self, name: str, name_long: str, admin_level: int, geom: MultiPolygon, parts: list[bytes],
+                *, replace: bool = False) -> int:
+        """Write one boundary and its pieces in one transaction; its id. BoundaryExists."""
         with self._transaction() as conn:
             row = conn.execute("SELECT id FROM boundaries WHERE name = ?", (name,)).fetchone()
             if row is not None and not replace:
                 raise BoundaryExists(name)
-            self._write(conn, name, name_long or name, admin_level, geom, parts, row[0] if row else None)
-        return self.get(name)
+            return self._write(conn, name, name_long or name, admin_level, geom, parts, row[0] if row else None)
 
     def add_geojson(self, payload: bytes | str | dict[str, Any], *, name: str | None = None,
                     name_long: str | None = None, max_vertices: int | None = None,
-                    max_bytes: int | None = None) -> tuple[dict[str, Any], bool]:
+                    max_bytes: int | None = None) -> tuple[UploadedBoundary, bool]:
         """Add a custom boundary from GeoJSON (Polygon/MultiPolygon geometry, Feature, or FeatureCollection).
 
-        Returns (boundary as from `get`, created). The same polygon uploaded twice (with no name, or
-        the same name) returns the existing boundary with created=False.
+        Returns (the boundary, created). The same polygon uploaded twice (with no name, or the same
+        name) returns the existing boundary with created=False. Parsing, validation and repair run
+        in a child process within `check_seconds` and `check_memory_bytes`: a boundary too costly
+        to check is refused with PayloadTooLarge, and this process stays responsive.
         """
         max_vertices = self.max_vertices if max_vertices is None else max_vertices
         max_bytes = self.max_bytes if max_bytes is None else max_bytes
         if isinstance(payload, (bytes, bytearray, str)):
-            size = len(payload.encode("utf-8") if isinstance(payload, str) else payload)
-            if size > max_bytes:
+            payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+            if len(payload) > max_bytes:
                 raise PayloadTooLarge(
-                    f"boundary GeoJSON is {size} bytes; at most {max_bytes} bytes are accepted")
-            try:
-                obj = json.loads(payload)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise InvalidBoundary(f"malformed JSON: {exc}") from None
+                    f"boundary GeoJSON is {len(payload)} bytes; at most {max_bytes} bytes are accepted")
         else:
-            obj = payload
+            payload = json.dumps(payload).encode()
         if name is not None:
             _check_name(name)
-        geoms = _geometries_from_geojson(obj)
-        vertices = sum(_vertex_count(g) for g in geoms)
-        if vertices > max_vertices:
+        try:
+            prepared = run_bounded(
+                _prepare_upload, payload, max_vertices, self.max_parts, self.part_max_vertices,
+                seconds=self.check_seconds, memory_bytes=self.check_memory_bytes)
+        except BudgetExceeded as exc:
+            spent = (f"more than {self.check_seconds:g} s" if exc.kind == "time"
+                     else f"more than {self.check_memory_bytes // 2**20} MB of memory")
             raise PayloadTooLarge(
-                f"boundary has {vertices} vertices; at most {max_vertices} are accepted: simplify it first")
-        if len(geoms) > 1:
-            cleaned = [_clean_geometry(g, f"features[{i}] geometry")[0] for i, g in enumerate(geoms)]
-            merged = unary_union(cleaned)
-            geom = _as_multipolygon(_polygons(merged))
-        else:
-            geom = _clean_geometry(geoms[0])[0]
-        geom = _normalised(geom)
-        if name is None:
-            name = "custom_" + hashlib.sha1(geom.wkb).hexdigest()[:12]
+                f"checking this boundary took {spent} (the limit): it is too complex, e.g. many"
+                " overlapping or self-crossing parts; dissolve or simplify it (e.g. QGIS 'Fix geometries',"
+                " then 'Dissolve') and upload it again") from None
+        name = name or "custom_" + hashlib.sha1(prepared.wkb).hexdigest()[:12]
         for _attempt in range(2):
-            try:
-                existing = self.get_geometry(name)
-            except BoundaryNotFound:
-                existing = None
-            if existing is not None:
-                if existing.equals(geom):
-                    return self.get(name), False
-                raise BoundaryExists(name)
-            try:
-                return self.add(name=name, name_long=name_long or name, admin_level=CUSTOM_ADMIN_LEVEL,
-                                geometry=geom), True
-            except BoundaryExists:
-                continue  # another request added it in between: compare with that one
+            row = self._conn().execute(
+                "SELECT id, name_long, admin_level, AsBinary(geometry) FROM boundaries WHERE name = ?",
+                (name,)).fetchone()
+            if row is not None:
+                # Both sides are normalised: the same polygon has the same WKB.
+                if wkb.loads(bytes(row[3])).wkb != prepared.wkb:
+                    raise BoundaryExists(name)
+                boundary_id, name_long, admin_level, created = row[0], row[1], row[2], False
+            else:
+                name_long, admin_level, created = name_long or name, CUSTOM_ADMIN_LEVEL, True
+                try:
+                    boundary_id = self._insert(name, name_long, admin_level, wkb.loads(prepared.wkb), prepared.parts)
+                except BoundaryExists:
+                    continue  # another request added it in between: compare with that one
+            return UploadedBoundary(boundary_id, name, name_long, admin_level,
+                                    prepared.geometry_json, prepared.envelope_json), created
         raise BoundaryExists(name)
+
+    async def add_geojson_async(self, payload: bytes | str | dict[str, Any], **options: Any) -> tuple[UploadedBoundary, bool]:
+        """`add_geojson` from the event loop: on a worker thread, `UPLOAD_CHECKS_AT_ONCE` at a time.
+        Waiting uploads hold no thread, so the threads serving other requests stay free."""
+        if self._upload_limiter is None:  # created in the running event loop
+            self._upload_limiter = anyio.CapacityLimiter(UPLOAD_CHECKS_AT_ONCE)
+        return await anyio.to_thread.run_sync(partial(self.add_geojson, payload, **options),
+                                              limiter=self._upload_limiter)
 
     # -- bulk loading ---------------------------------------------------------------------------
 
@@ -678,4 +823,6 @@ class BoundaryStore:
 def open_store(settings: "Settings") -> BoundaryStore:
     """The boundary store configured by `settings` (not seeded: see `seed_natural_earth`)."""
     return BoundaryStore(settings.boundaries_db, max_vertices=settings.max_upload_vertices,
-                         max_bytes=settings.max_upload_bytes)
+                         max_bytes=settings.max_upload_bytes, max_parts=settings.max_upload_parts,
+                         check_seconds=settings.upload_check_seconds,
+                         check_memory_bytes=settings.upload_check_memory_mb * 2**20)

@@ -39,8 +39,11 @@ class Settings:
     source_mirror: str = setting("", "Replaces every source origin: a base URL or a folder laid out like the origins (`<mirror>/<host>/<path>`), for offline sites and tests.")
     world_map_gpkg: Path = setting(Path("/usr/share/qgis/resources/data/world_map.gpkg"), "QGIS's Natural Earth world map, used to seed boundaries and by `natural_earth_admin1`.")
     seed_boundaries: bool = setting(True, "Load Natural Earth countries and states/provinces when the boundary store is empty at start.")
-    max_upload_bytes: int = setting(5_000_000, "Largest custom boundary accepted by `POST /v1/boundaries` (bytes of GeoJSON).")
+    max_upload_bytes: int = setting(16_000_000, "Largest custom boundary accepted by `POST /v1/boundaries` (bytes of GeoJSON).")
     max_upload_vertices: int = setting(200_000, "Most vertices accepted in a custom boundary.")
+    max_upload_parts: int = setting(10_000, "Most polygon parts accepted in a custom boundary.")
+    upload_check_seconds: float = setting(15.0, "Time budget for checking and repairing one custom boundary (in a separate process); a boundary that needs longer is refused with 413.")
+    upload_check_memory_mb: int = setting(1024, "Memory budget (MB) for checking and repairing one custom boundary; a boundary that needs more is refused with 413.")
     heartbeat_timeout: float = setting(60.0, "Seconds without a heartbeat after which a running processor's worker is taken as dead.")
 
     def __post_init__(self) -> None:

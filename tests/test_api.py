@@ -217,7 +217,7 @@ def test_custom_boundary_upload_then_job(served):
         (json.dumps({"type": "Polygon", "coordinates": []}).encode(), 400, "empty"),
         (json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [500000, 0], [500000, 500000], [0, 0]]]}).encode(), 400, "EPSG:4326"),
         (json.dumps({"type": "Polygon", "crs": {"type": "name", "properties": {"name": "EPSG:3857"}}, "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]}).encode(), 400, "EPSG:3857"),
-        (b" " * 6_000_000, 413, "limit"),
+        (b" " * 17_000_000, 413, "limit"),
     ],
 )
 def test_bad_boundary_uploads_are_rejected_with_reason(shared_served, payload, status, message):

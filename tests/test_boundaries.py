@@ -176,7 +176,8 @@ def test_add_geojson_rejects_too_many_bytes(tmp_path: Path) -> None:
 def test_same_custom_polygon_uploaded_twice_gives_same_boundary(fresh_store: BoundaryStore) -> None:
     first, created = fresh_store.add_geojson(json.dumps(square(30, -5, 0.5)).encode())
     assert created
-    assert first["name"].startswith("custom_") and len(first["name"]) == len("custom_") + 12
+    assert first.name.startswith("custom_") and len(first.name) == len("custom_") + 12
+    assert first.as_dict() == fresh_store.get(first.name)
     # Same polygon, other ring start and orientation, as a Feature.
     ring = [[30.5, -5], [30, -5], [30, -4.5], [30.5, -4.5], [30.5, -5]]
     again, created = fresh_store.add_geojson(
@@ -188,7 +189,7 @@ def test_same_custom_polygon_uploaded_twice_gives_same_boundary(fresh_store: Bou
 
 def test_custom_name_reused_for_other_geometry_conflicts(fresh_store: BoundaryStore) -> None:
     got, created = fresh_store.add_geojson(square(0, 0), name="my_area", name_long="My area")
-    assert created and got["name"] == "my_area" and got["name_long"] == "My area"
+    assert created and got.name == "my_area" and got.name_long == "My area"
     assert fresh_store.add_geojson(square(0, 0), name="my_area")[1] is False
     with pytest.raises(BoundaryExists, match="my_area"):
         fresh_store.add_geojson(square(1, 1), name="my_area")
@@ -202,7 +203,7 @@ def test_feature_collection_is_dissolved(fresh_store: BoundaryStore) -> None:
             "type": "MultiPolygon", "coordinates": [square(5, 5)["coordinates"]]}},
     ]}
     got, _ = fresh_store.add_geojson(json.dumps(collection))
-    merged = shape(got["geometry"])
+    merged = shape(got.as_dict()["geometry"])
     assert len(merged.geoms) == 2
     assert merged.area == pytest.approx(3.0)
 
@@ -312,7 +313,7 @@ def test_concurrent_custom_uploads_of_same_polygon_create_one_boundary(fresh_sto
     def upload() -> None:
         try:
             got, created = fresh_store.add_geojson(square(7, 7))
-            outcomes.append((got["name"], created))
+            outcomes.append((got.name, created))
         except BaseException as exc:
             errors.append(exc)
 
