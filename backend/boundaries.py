@@ -300,15 +300,22 @@ def _prepare_upload(payload: bytes, max_vertices: int, max_parts: int, part_max_
     if parts > max_parts:
         raise PayloadTooLarge(
             f"boundary has {parts} polygon parts; at most {max_parts} are accepted: dissolve or simplify it first")
-    if len(geoms) > 1:
-        cleaned = [_clean_geometry(g, f"features[{i}] geometry")[0] for i, g in enumerate(geoms)]
-        geom = _as_multipolygon(_polygons(unary_union(cleaned)))
-    else:
-        geom = _clean_geometry(geoms[0])[0]
-    geom = _normalised(geom)
-    return PreparedUpload(wkb=geom.wkb, parts=_part_wkbs(geom, part_max_vertices),
-                          geometry_json=_compact_json(_geojson_mapping(geom)),
-                          envelope_json=_compact_json(_geojson_mapping(box(*geom.bounds))))
+    try:
+        if len(geoms) > 1:
+            cleaned = [_clean_geometry(g, f"features[{i}] geometry")[0] for i, g in enumerate(geoms)]
+            geom = _as_multipolygon(_polygons(unary_union(cleaned)))
+        else:
+            geom = _clean_geometry(geoms[0])[0]
+        geom = _normalised(geom)
+        return PreparedUpload(wkb=geom.wkb, parts=_part_wkbs(geom, part_max_vertices),
+                              geometry_json=_compact_json(_geojson_mapping(geom)),
+                              envelope_json=_compact_json(_geojson_mapping(box(*geom.bounds))))
+    except InvalidBoundary:
+        raise
+    except Exception:  # GEOS gave up on the topology; its own text names neither place nor cause
+        raise InvalidBoundary(
+            "the boundary's geometry could not be processed (its edges cross in a way GEOS cannot"
+            " resolve): fix it in a GIS (e.g. QGIS 'Fix geometries') and upload it again") from None
 
 
 def _check_name(name: str) -> None:

@@ -8,6 +8,7 @@ multi-threaded server process, and start in milliseconds.
 """
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import resource
@@ -34,17 +35,30 @@ def _address_space() -> int:
     return 0
 
 
+class _AllocationFailures(logging.Handler):
+    """Notes C++ allocation failures: shapely logs GEOS's `std::bad_alloc` and then raises a
+    generic error ("Failed to evaluate ..."), which alone would not say that memory ran out."""
+
+    seen = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "bad_alloc" in record.getMessage():
+            self.seen = True
+
+
 def _child(conn, func: Callable[..., Any], args: tuple, seconds: float, memory_bytes: int) -> None:
     limit = _address_space() + memory_bytes  # on top of the interpreter and preloaded libraries
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     cpu = math.ceil(seconds) + 1  # a backstop should the parent be gone and not kill us
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    allocation_failures = _AllocationFailures()
+    logging.getLogger().addHandler(allocation_failures)
     try:
         answer: tuple[str, Any] = ("ok", func(*args))
     except MemoryError:
         answer = ("memory", None)
     except Exception as exc:  # handed to the caller, who decides what it means
-        answer = ("error", exc)
+        answer = ("memory", None) if allocation_failures.seen else ("error", exc)
     try:
         conn.send(answer)
     except MemoryError:
