@@ -196,8 +196,6 @@ def create_app(service: Service) -> FastAPI:
         if any(p.startswith(".") for p in parts):
             raise NotFound(f"no such package file: {path!r}")
         target = packages.resolve_file("/".join(parts))
-        if target.is_dir():
-            target = target / "index.html"
         if not target.is_file():
             raise NotFound(f"no such package file: {path!r}")
         media = "application/json" if target.suffix == ".json" else None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import ipaddress
 import json
 import logging
 import os
@@ -62,12 +63,35 @@ def _stop_worker_process(worker: subprocess.Popen, timeout: float = 60) -> None:
             worker.wait()
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _check_exposure(settings: Settings, allow_public_without_token: bool) -> None:
+    """Loopback by default; another address serves the network, so only with a token (or an
+    explicit override for a trusted network, logged as a warning at every start)."""
+    if _is_loopback(settings.host) or settings.api_token:
+        return
+    if not allow_public_without_token:
+        raise SystemExit(
+            f"autopkg: refusing to serve on {settings.host} without an API token: anyone who can reach"
+            " it could read every package and run jobs. Set CCGAUTOPKG_API_TOKEN, or serve on 127.0.0.1;"
+            " on a trusted network only, add --allow-public-without-token.")
+    log.warning("SERVING ON %s WITHOUT AN API TOKEN (--allow-public-without-token): every package and"
+                " job is open to anyone who can reach this address", settings.host)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The API in this process; the workers in a child process (`autopkg worker`)."""
     import uvicorn
 
     from backend.api import create_app
 
+    settings = Settings.from_env(host=args.host, port=args.port, workers=args.workers)
+    _check_exposure(settings, args.allow_public_without_token)
     service = _service(args)
     settings = service.settings
     if settings.seed_boundaries and service.boundaries.count() == 0:
@@ -88,6 +112,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Worker processes only (scale-out: run on any machine sharing the queue and the package storage)."""
     service = _service(args)
+    for line in service.queue.clean_start():
+        log.info("clean start: %s", line)
     _consumer(service, service.settings.workers).run()
     return 0
 
@@ -188,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the API, and the workers in a child process")
     p.add_argument("--host"), p.add_argument("--port", type=int), p.add_argument("--workers", type=int, help="0: API only")
+    p.add_argument("--allow-public-without-token", action="store_true",
+                   help="serve a non-loopback address without CCGAUTOPKG_API_TOKEN (trusted networks only; logged)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("worker", help="run worker processes only")
     p.add_argument("--workers", type=int)

@@ -9,6 +9,10 @@ every worker on every machine sharing the queue sees the same state:
 """
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -26,8 +30,9 @@ from huey.api import Huey
 from huey.constants import EmptyData
 
 from backend.boundaries import BoundaryStore
-from backend.errors import BoundaryNotFound, InvalidRequest, JobNotFound
-from backend.packages import PackageStore, software_versions, utcnow
+from backend.errors import BackendError, BoundaryNotFound, InvalidRequest, JobNotFound
+from backend.packages import PackageStore, ProvenanceRecord, dataset_result, process_gone, software_versions, utcnow
+from backend.safepaths import make_dirs
 from backend.settings import Settings
 from processors.base import Boundary, Processor, ProcessorContext
 from processors.errors import Cancelled, ProcessorNotFound
@@ -35,6 +40,9 @@ from processors.registry import ProcessorRegistry
 
 log = logging.getLogger(__name__)
 
+_DISK_ERRORS = {errno.ENOSPC: "is full (no space left on device)", errno.EDQUOT: "is over its disk quota",
+                errno.EROFS: "is read-only"}
+_FULL_DISK_TEXTS = ("No space left on device", "database or disk is full")  # GDAL's and SQLite's words
 PENDING, EXECUTING, SUCCESS, FAILURE, SKIPPED, REVOKED = "PENDING", "EXECUTING", "SUCCESS", "FAILURE", "SKIPPED", "REVOKED"
 TERMINAL = {SUCCESS, FAILURE, SKIPPED, REVOKED}
 FOLLOW_POLL_SECONDS = 0.2
@@ -152,9 +160,27 @@ class JobQueue:
         return job
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """The predecessor's job-group shape, with progress per processor."""
+        """The predecessor's job-group shape, with progress per processor.
+
+        COMPLETE only once the job's provenance entry is in the package: whoever first sees every
+        processor finished (the worker's last task, or this call) records it.
+        """
         job = self._job(job_id)
         cancelled = self.is_cancelled(job_id)
+        entries = self._entries(job_id, job, cancelled)
+        states = {e["job_status"] for e in entries}
+        done = states <= TERMINAL and self._provenance_recorded(job_id, job, entries)
+        group_status = "COMPLETE" if done else ("PENDING" if states == {PENDING} else "EXECUTING")
+        return {
+            "job_id": job_id,
+            "boundary_name": job["boundary_name"],
+            "job_group_status": group_status,
+            "job_group_percent_complete": round(sum(e["job_progress"]["percent_complete"] for e in entries) / len(entries), 2),
+            "job_group_cancelled": cancelled,
+            "job_group_processors": entries,
+        }
+
+    def _entries(self, job_id: str, job: dict[str, Any], cancelled: bool) -> list[dict[str, Any]]:
         entries = []
         for name in job["processors"]:
             record = self._record(job_id, name)
@@ -163,7 +189,11 @@ class JobQueue:
             if state == PENDING and cancelled:
                 state, result = REVOKED, {"revoked": "job cancelled before this processor started"}
             elif state == EXECUTING and self._is_stale(record):
-                state, result = FAILURE, {"failed": f"worker {record.get('worker')} stopped while running (no heartbeat since {record.get('heartbeat_at')}); resubmit the job"}
+                installed = self._installed_result(job_id, job, name)
+                if installed is not None:  # its worker died after the dataset was in the package
+                    state, result = SUCCESS, installed
+                else:
+                    state, result = FAILURE, {"failed": f"worker {_describe_worker(record.get('worker'))} stopped while running (no heartbeat since {_iso(record.get('heartbeat'))}); resubmit the job"}
             percent = 100.0 if state in TERMINAL else float(record.get("percent", 0.0))
             entries.append(
                 {
@@ -176,19 +206,59 @@ class JobQueue:
                     "followed_job_id": record.get("followed_job_id"),
                 }
             )
-        states = {e["job_status"] for e in entries}
-        group_status = "COMPLETE" if states <= TERMINAL else ("PENDING" if states == {PENDING} else "EXECUTING")
-        return {
-            "job_id": job_id,
-            "boundary_name": job["boundary_name"],
-            "job_group_status": group_status,
-            "job_group_percent_complete": round(sum(e["job_progress"]["percent_complete"] for e in entries) / len(entries), 2),
-            "job_group_cancelled": cancelled,
-            "job_group_processors": entries,
-        }
+        return entries
+
+    def _installed_result(self, job_id: str, job: dict[str, Any], processor_name: str) -> dict[str, Any] | None:
+        """The result this job recorded with a dataset that is in the package, if it is."""
+        try:
+            processor = self.registry.get(processor_name)
+            recorded = self.packages.read_provenance(job["boundary_name"]).get(_provenance_key(job_id, job), {})
+        except (ProcessorNotFound, BackendError, OSError, ValueError):
+            return None
+        entry = recorded.get("processors", {}).get(processor_name, {})
+        if entry.get("job_status") == SUCCESS and self.packages.has_dataset(job["boundary_name"], processor):
+            return entry.get("job_result")
+        return None
 
     def _is_stale(self, record: dict[str, Any]) -> bool:
+        """The run's worker is gone: its process on this machine has exited, or no heartbeat came
+        for `heartbeat_timeout` seconds (a worker on another machine)."""
+        if process_gone(record.get("worker") or {}):
+            return True
         return time.time() - float(record.get("heartbeat", time.time())) > self.settings.heartbeat_timeout
+
+    def clean_start(self) -> list[str]:
+        """At worker start: remove what runs whose worker is gone left behind (scratch folders,
+        empty job folders, their dataset locks, half-installed datasets, empty `.part` downloads)
+        and record their jobs' provenance. Runs of live workers are left alone. Says what it did."""
+        done = []
+        scratch_root = self.settings.localfs_processing_backend_root / "tmp"
+        for job_dir in sorted(scratch_root.iterdir()) if scratch_root.is_dir() else []:
+            if not _looks_like_id(job_dir.name) or job_dir.is_symlink():
+                continue
+            for run_dir in sorted(job_dir.iterdir()):
+                record = self._record(job_dir.name, run_dir.name)
+                if record.get("job_status") == EXECUTING and not self._is_stale(record):
+                    continue
+                shutil.rmtree(run_dir, ignore_errors=True)
+                done.append(f"removed scratch {run_dir}")
+                self._release_dead_lock(job_dir.name, run_dir.name)
+            if not any(job_dir.iterdir()):
+                job_dir.rmdir()
+                done.append(f"removed empty job folder {job_dir}")
+            job = self._get(f"job:{job_dir.name}")
+            if job is not None:
+                self.status(job_dir.name)  # records the provenance of a job now finished
+        done += [f"removed empty download {part}" for part in remove_stalled_parts(self.settings.localfs_processing_backend_root)]
+        return done + self.packages.clean()
+
+    def _release_dead_lock(self, job_id: str, processor_name: str) -> None:
+        job = self._get(f"job:{job_id}")
+        if job is None:
+            return
+        lock_key = f"running:{job['boundary_name']}:{processor_name}"
+        if (self._get(lock_key) or {}).get("job_id") == job_id:
+            self._delete(lock_key)
 
     # -- worker side ------------------------------------------------------------------------------
     def _boundary_setup(self, job_id: str) -> None:
@@ -200,7 +270,7 @@ class JobQueue:
         except Exception as exc:  # the whole job fails with the reason, nothing runs
             log.exception("boundary setup failed for job %s", job_id)
             for name in waiting:
-                self._update(job_id, name, job_status=FAILURE, result={"failed": f"boundary setup - {exc}"})
+                self._update(job_id, name, job_status=FAILURE, result={"failed": f"boundary setup - {self._failure_reason(exc)}"})
             return
         if waiting:
             self.huey.enqueue(group([self.processor_task.s(job_id, n) for n in waiting]).then(self.provenance_task, job_id))
@@ -258,9 +328,8 @@ class JobQueue:
         root = self.settings.localfs_processing_backend_root
         scratch = root / "tmp" / job_id / name
         output_dir, work_dir = scratch / "output", scratch / "work"
-        for folder in (output_dir, work_dir):
-            folder.mkdir(parents=True, exist_ok=True)
         started = utcnow()
+        # EXECUTING before the scratch folder exists: a clean start keeps the scratch of live runs.
         self._update(job_id, name, job_status=EXECUTING, percent=0.0, step="starting", started=started, worker=worker_identity(), heartbeat=time.time(), followed_job_id=None)
         heartbeat = _Heartbeat(lambda: self._update(job_id, name, heartbeat=time.time()), self.settings.heartbeat_timeout / 4)
         last_write = [0.0]
@@ -278,30 +347,56 @@ class JobQueue:
                 last_cancel_check[:] = [now, self.is_cancelled(job_id)]
             return bool(last_cancel_check[1])
 
-        context = self.processor_context(processor, output_dir, work_dir, report=report, is_cancelled=cancelled)
+        context = None
         try:
+            for folder in (output_dir, work_dir):
+                make_dirs(root, folder)
+            context = self.processor_context(processor, output_dir, work_dir, report=report, is_cancelled=cancelled)
             with heartbeat:
                 output = processor().generate(boundary_for_processors(boundary), context)
                 context.progress(99, "moving outputs into the package")
-                resource = self.packages.install_dataset(boundary, processor, output, output_dir)
+                job = self._job(job_id)
+                record = ProvenanceRecord(key=_provenance_key(job_id, job), job=_provenance_job_fields(job),
+                                          details={"worker": worker_identity(), "started": started, "finished": utcnow()},
+                                          result={"sources": [r.as_json() for r in context.sources.records]})
+                resource = self.packages.install_dataset(boundary, processor, output, output_dir, provenance=record)
             self._update(job_id, name, job_status=SUCCESS, percent=100.0, step="done", finished=utcnow(),
-                         result={"resource": resource["name"], "paths": resource["path"], "bytes": resource["bytes"],
-                                 "synthetic": resource["synthetic"],
-                                 "sources": [r.as_json() for r in context.sources.records]})
+                         result={**dataset_result(resource), **record.result})
         except Cancelled:
             self._update(job_id, name, job_status=REVOKED, finished=utcnow(), result={"revoked": "job cancelled while running"})
         except Exception as exc:
             log.exception("processor %s failed in job %s", name, job_id)
-            self._update(job_id, name, job_status=FAILURE, finished=utcnow(), result={"failed": f"{type(exc).__name__} - {exc}"})
+            self._update(job_id, name, job_status=FAILURE, finished=utcnow(), result={"failed": self._failure_reason(exc)})
         finally:
-            context.sources.close()
+            if context is not None:
+                context.sources.close()
             shutil.rmtree(scratch, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the job's folder, unless another processor still works in it
+                scratch.parent.rmdir()
+
+    def _failure_reason(self, exc: Exception) -> str:
+        """What went wrong, naming the folder when a disk is full or read-only."""
+        code = getattr(exc, "errno", None)
+        if code not in _DISK_ERRORS and any(text in str(exc) for text in _FULL_DISK_TEXTS):
+            code = errno.ENOSPC
+        if code not in _DISK_ERRORS:
+            return f"{type(exc).__name__} - {exc}"
+        roots = {"the package root": self.packages.root,
+                 "the processing folder": self.settings.localfs_processing_backend_root}
+        # A copy names source and destination: the full or read-only side is the one written to.
+        filename = getattr(exc, "filename2", None) or getattr(exc, "filename", None)
+        where = next((f"{label} ({root})" for label, root in roots.items()
+                      if filename and Path(os.path.abspath(filename)).is_relative_to(root)), None)
+        if where is None:  # no file named: the root with the least room
+            label, root = min(roots.items(), key=lambda item: shutil.disk_usage(item[1]).free)
+            where = f"{label} ({root})"
+        return f"{where} {_DISK_ERRORS[code]}: make room there and resubmit the job"
 
     def processor_context(self, processor: type[Processor], output_dir: Path, processing_dir: Path, **callbacks: Any) -> ProcessorContext:
         """The context a processor runs (or estimates) in: the one place where settings reach
         processors (source cache folder and mirror, world map, test timings)."""
-        source_dir = self.settings.localfs_processing_backend_root / processor.name / processor.version / "source_data"
-        source_dir.mkdir(parents=True, exist_ok=True)
+        root = self.settings.localfs_processing_backend_root
+        source_dir = make_dirs(root, root / processor.name / processor.version / "source_data")
         return ProcessorContext(
             output_dir=output_dir,
             processing_dir=processing_dir,
@@ -313,20 +408,22 @@ class JobQueue:
         )
 
     def _provenance(self, job_id: str, _chord_results: list[Any]) -> None:
+        """The job's last task: its provenance entry (also written by `status` if this never runs)."""
         job = self._job(job_id)
-        status = self.status(job_id)
-        try:
-            boundary = self.boundaries.get(job["boundary_name"])
-        except Exception:
-            log.exception("provenance: boundary of job %s is gone", job_id)
-            return
+        self._provenance_recorded(job_id, job, self._entries(job_id, job, self.is_cancelled(job_id)))
+
+    def _provenance_recorded(self, job_id: str, job: dict[str, Any], entries: list[dict[str, Any]]) -> bool:
+        """True once every processor is finished and the job's entry is in provenance.json;
+        records it if it is not yet. False (and a logged reason) while it cannot be written."""
+        if job.get("provenance_recorded"):
+            return True
+        if not {e["job_status"] for e in entries} <= TERMINAL:
+            return False
         entry = {
-            "job_id": job_id,
-            "boundary_name": job["boundary_name"],
-            "submitted": job["created"],
+            **_provenance_job_fields(job),
             "finished": utcnow(),
             "software": software_versions(),
-            "synthetic": any((p["job_result"] or {}).get("synthetic", False) for p in status["job_group_processors"]),
+            "synthetic": any((p["job_result"] or {}).get("synthetic", False) for p in entries),
             "processors": {
                 p["processor_name"]: {
                     "job_status": p["job_status"],
@@ -334,10 +431,55 @@ class JobQueue:
                     "worker": p["worker"],
                     **({"followed_job_id": p["followed_job_id"]} if p["followed_job_id"] else {}),
                 }
-                for p in status["job_group_processors"]
+                for p in entries
             },
         }
-        self.packages.add_provenance(boundary, entry)
+        try:
+            self.packages.add_provenance({"name": job["boundary_name"]}, entry, key=_provenance_key(job_id, job))
+        except (OSError, BackendError) as exc:
+            log.warning("provenance of job %s not recorded yet: %s", job_id, exc)
+            return False
+        self._put(f"job:{job_id}", {**job, "provenance_recorded": utcnow()})
+        return True
+
+
+def _provenance_key(job_id: str, job: dict[str, Any]) -> str:
+    """A job's key in provenance.json: the same whoever writes it, so entries merge, never repeat."""
+    return f"{job['created']} {job_id}"
+
+
+def _provenance_job_fields(job: dict[str, Any]) -> dict[str, Any]:
+    return {"job_id": job["job_id"], "boundary_name": job["boundary_name"], "submitted": job["created"]}
+
+
+def _iso(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "it started"
+    return dt.datetime.fromtimestamp(float(timestamp), dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _describe_worker(worker: dict[str, Any] | None) -> str:
+    if not worker:
+        return "(unknown)"
+    return f"pid {worker.get('pid')} on {worker.get('host')}"
+
+
+def remove_stalled_parts(processing_root: Path) -> list[Path]:
+    """Empty `.part` files in the source caches that no download holds (its `.lock` is free):
+    a download that stalled before its first byte. Non-empty ones stay: the next fetch resumes them."""
+    removed = []
+    for part in processing_root.glob("*/*/source_data/**/*.part"):
+        if part.is_symlink() or not part.is_file() or part.stat().st_size:
+            continue
+        lock = part.with_name(part.name[: -len(".part")] + ".lock")
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being downloaded now
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
 
 
 def _looks_like_id(job_id: str) -> bool:

@@ -15,18 +15,22 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from backend import __version__
 from backend.boundaries import NAME_PATTERN as SAFE_NAME  # package folders are named after boundaries
 from backend.errors import PackageNotFound, UnsafePath
+from backend.safepaths import inside, make_dirs, open_no_follow, relative_parts
 from backend.html import dataset_index_html, dataset_license_html, package_index_html, package_license_html, package_version_html
 from processors.base import Processor, ProcessorOutput
 from processors.outputs import FileFacts, file_facts
 
+STAGING_PREFIX = ".staging-"  # + version, uuid, pid@host of the installing process
 _thread_locks: dict[Path, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
@@ -49,11 +53,15 @@ def sha256_file(path: Path, *also) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename, so readers never see half."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: leave nothing half-written behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
@@ -73,23 +81,20 @@ class PackageStore:
         """The package folder of a boundary; `UnsafePath` for names that could escape the root."""
         if not SAFE_NAME.match(boundary_name or ""):
             raise UnsafePath(f"invalid package name: {boundary_name!r}")
-        path = (self.root / boundary_name).resolve()
-        if path.parent != self.root:
-            raise UnsafePath(f"invalid package name: {boundary_name!r}")
-        return path
+        return inside(self.root, self.root / boundary_name)
 
     def dataset_dir(self, boundary_name: str, processor: type[Processor]) -> Path:
         return self.package_dir(boundary_name) / "datasets" / processor.name / processor.version
 
     def resolve_file(self, relative: str) -> Path:
-        """A file under the root from a URL path; `UnsafePath` when it would leave the root."""
+        """A file under the root from a URL path (a folder's `index.html`); `UnsafePath` for `..`,
+        symbolic links on the way and names no file system accepts (they would leave the root,
+        or fail as a 500)."""
         try:
-            path = (self.root / relative).resolve()
-        except (ValueError, OSError):  # e.g. an embedded NUL byte
-            raise UnsafePath(f"invalid path: {relative!r}") from None
-        if path != self.root and self.root not in path.parents:
-            raise UnsafePath(f"path outside the package root: {relative!r}")
-        return path
+            path = inside(self.root, self.root.joinpath(*relative_parts(relative)))
+            return inside(self.root, path / "index.html") if path.is_dir() else path
+        except UnsafePath:  # its text names server folders: not for the client
+            raise UnsafePath(f"invalid path: {relative[:300]!r}") from None
 
     def uri(self, relative: str) -> str:
         """Public URL of a path relative to the root (empty host URL: relative to the API)."""
@@ -99,11 +104,10 @@ class PackageStore:
     @contextlib.contextmanager
     def locked(self, boundary_name: str) -> Iterator[Path]:
         """Exclusive lock on a package, across threads (flock is per open file) and processes."""
-        folder = self.package_dir(boundary_name)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_dirs(self.root, self.package_dir(boundary_name))
         with _thread_locks_guard:
             thread_lock = _thread_locks.setdefault(folder, threading.Lock())
-        with thread_lock, open(folder / ".lock", "a+") as handle:
+        with thread_lock, open_no_follow(folder / ".lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield folder
@@ -113,14 +117,16 @@ class PackageStore:
     def read_datapackage(self, boundary_name: str) -> dict[str, Any] | None:
         path = self.package_dir(boundary_name) / "datapackage.json"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            with open_no_follow(path, encoding="utf-8") as f:
+                return json.load(f)
         except FileNotFoundError:
             return None
 
     def read_provenance(self, boundary_name: str) -> dict[str, Any]:
         path = self.package_dir(boundary_name) / "provenance.json"
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            with open_no_follow(path, encoding="utf-8") as f:
+                return json.load(f)
         except FileNotFoundError:
             return {}
 
@@ -128,7 +134,7 @@ class PackageStore:
     def ensure_package(self, boundary: dict[str, Any]) -> Path:
         """Create the package folder and its pages if they are missing (boundary setup)."""
         with self.locked(boundary["name"]) as folder:
-            (folder / "datasets").mkdir(exist_ok=True)
+            make_dirs(self.root, folder / "datasets")
             if not (folder / "index.html").exists():
                 self._write_package_pages(folder, boundary, self.read_datapackage(boundary["name"]))
         return folder
@@ -145,17 +151,22 @@ class PackageStore:
         return all((folder / p).is_file() for p in resource["path"])
 
     def install_dataset(
-        self, boundary: dict[str, Any], processor: type[Processor], output: ProcessorOutput, output_dir: Path
+        self, boundary: dict[str, Any], processor: type[Processor], output: ProcessorOutput, output_dir: Path,
+        provenance: ProvenanceRecord | None = None,
     ) -> dict[str, Any]:
         """Move a processor's finished outputs into the package atomically and record them.
 
-        The version folder is assembled beside its final place and renamed into it, so the package
-        never shows a half-written dataset; then datapackage.json gains (or replaces) the resource.
+        The version folder is assembled beside its final place. Then, under the package lock:
+        `provenance` is merged into provenance.json, the folder is renamed into place and
+        datapackage.json gains (or replaces) the resource. So the package never shows a
+        half-written dataset nor one without its provenance; if datapackage.json cannot be written
+        (a full disk), the folder goes back out and the previous version, if any, back in.
         """
         folder = self.package_dir(boundary["name"])
         final = self.dataset_dir(boundary["name"], processor)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = final.parent / f".staging-{processor.version}-{uuid.uuid4().hex}"
+        make_dirs(self.root, final.parent)
+        inside(self.root, final)
+        staging = final.parent / f"{STAGING_PREFIX}{processor.version}-{uuid.uuid4().hex}-{os.getpid()}@{socket.gethostname()}"
         (staging / "data").mkdir(parents=True)
         try:
             paths, hashes, facts, total = [], [], [], 0
@@ -176,14 +187,28 @@ class PackageStore:
             write_atomic(staging / "index.html", dataset_index_html(processor, resource))
             write_atomic(staging / "license.html", dataset_license_html(processor, resource))
             with self.locked(boundary["name"]):
-                _replace_dir(staging, final)
-                self._update_datapackage(folder, boundary, resource)
+                if provenance is not None:
+                    self._merge_provenance(folder, boundary["name"], provenance.key, {
+                        **provenance.job,
+                        "processors": {processor.full_name(): {
+                            "job_status": "SUCCESS", "job_result": {**dataset_result(resource), **provenance.result},
+                            **provenance.details}},
+                    })
+                previous = _swap_in(staging, final)
+                try:
+                    package = self._update_datapackage(boundary, resource)
+                except BaseException:
+                    _swap_out(staging, final, previous)
+                    raise
+                if previous is not None:
+                    shutil.rmtree(previous, ignore_errors=True)
+                self._write_package_pages(folder, boundary, package)
             return resource
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _update_datapackage(self, folder: Path, boundary: dict[str, Any], resource: dict[str, Any]) -> None:
-        """Add or replace one resource. Caller holds the package lock."""
+    def _update_datapackage(self, boundary: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+        """Add or replace one resource in datapackage.json. Caller holds the package lock."""
         package = self.read_datapackage(boundary["name"]) or new_datapackage(boundary)
         package["resources"] = [r for r in package["resources"] if r["name"] != resource["name"]] + [resource]
         package["resources"].sort(key=lambda r: r["name"])
@@ -191,15 +216,25 @@ class PackageStore:
         package["licenses"] = [licenses[k] for k in sorted(licenses)]
         package["synthetic"] = any(r.get("synthetic", False) for r in package["resources"])
         package["updated"] = utcnow()
-        write_json_atomic(folder / "datapackage.json", package)
-        self._write_package_pages(folder, boundary, package)
+        write_json_atomic(self.package_dir(boundary["name"]) / "datapackage.json", package)
+        return package
 
-    def add_provenance(self, boundary: dict[str, Any], entry: dict[str, Any]) -> None:
-        """Append one run's entry to provenance.json (keyed by time and job id)."""
+    def add_provenance(self, boundary: dict[str, Any], entry: dict[str, Any], key: str | None = None) -> None:
+        """Merge one run's entry into provenance.json under `key` (default: time and job id);
+        an existing entry keeps the processors the new one does not mention."""
+        key = key or f"{utcnow()} {entry.get('job_id', '')}".strip()
         with self.locked(boundary["name"]) as folder:
-            provenance = self.read_provenance(boundary["name"])
-            provenance[f"{utcnow()} {entry.get('job_id', '')}".strip()] = entry
-            write_json_atomic(folder / "provenance.json", provenance)
+            self._merge_provenance(folder, boundary["name"], key, entry)
+
+    def _merge_provenance(self, folder: Path, boundary_name: str, key: str, entry: dict[str, Any]) -> None:
+        """Caller holds the package lock."""
+        provenance = self.read_provenance(boundary_name)
+        merged = {**provenance.get(key, {}), **entry}
+        merged["processors"] = {**provenance.get(key, {}).get("processors", {}), **entry.get("processors", {})}
+        if not merged["processors"]:
+            del merged["processors"]
+        provenance[key] = merged
+        write_json_atomic(folder / "provenance.json", provenance)
 
     def _write_package_pages(self, folder: Path, boundary: dict[str, Any], package: dict[str, Any] | None) -> None:
         resources = package["resources"] if package else []
@@ -207,13 +242,42 @@ class PackageStore:
         write_atomic(folder / "license.html", package_license_html(boundary, resources))
         write_atomic(folder / "version.html", package_version_html(boundary, resources, __version__))
 
+    def clean(self) -> list[str]:
+        """Remove what an interrupted install left in each package (a worker killed mid-install):
+        staging folders whose process is gone, set-aside old versions, temporary files, and
+        dataset folders datapackage.json does not list. Says what it removed."""
+        removed = []
+        for package in self.list_packages():
+            with self.locked(package["boundary_name"]) as folder:
+                listed = {folder / Path(p).parents[1] for r in (self.read_datapackage(package["boundary_name"]) or {}).get("resources", []) for p in r["path"]}
+                leftovers = [p for p in folder.glob(".*.tmp") if not p.is_symlink()]
+                for version in folder.glob("datasets/*/*"):
+                    if version.is_symlink():
+                        continue
+                    if version.name.startswith(STAGING_PREFIX):
+                        owner, _, host = version.name.rpartition("@")
+                        if process_gone({"host": host, "pid": owner.rpartition("-")[2]}):
+                            leftovers.append(version)
+                    elif version.name.startswith(".trash-") or version not in listed:
+                        leftovers.append(version)
+                for leftover in leftovers:
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    else:
+                        leftover.unlink(missing_ok=True)
+                    removed.append(f"removed {leftover}")
+                for dataset in folder.glob("datasets/*"):
+                    if dataset.is_dir() and not dataset.is_symlink() and not any(dataset.iterdir()):
+                        dataset.rmdir()
+        return removed
+
     # -- listing ----------------------------------------------------------------------------------
     def list_packages(self) -> list[dict[str, Any]]:
         """`[{boundary_name, uri}]` for every package folder."""
         return [
             {"boundary_name": p.name, "uri": self.uri(f"{p.name}/index.html")}
             for p in sorted(self.root.iterdir())
-            if p.is_dir() and SAFE_NAME.match(p.name)
+            if p.is_dir() and not p.is_symlink() and SAFE_NAME.match(p.name)
         ]
 
     def get_package(self, boundary_name: str) -> dict[str, Any]:
@@ -338,12 +402,49 @@ def build_resource(
     return resource
 
 
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Rename `staging` to `final`, replacing an existing folder (old one removed afterwards)."""
-    trash = None
+@dataclass(frozen=True)
+class ProvenanceRecord:
+    """What a job records with a dataset it installs: its provenance.json key, the job's fields
+    (`job_id`, `boundary_name`, `submitted`...), details of this processor's run (`worker`...)
+    and what its result adds to `dataset_result` (`sources`...)."""
+
+    key: str
+    job: dict[str, Any]
+    details: dict[str, Any]
+    result: dict[str, Any]
+
+
+def process_gone(worker: dict[str, Any]) -> bool:
+    """True when `worker` (`{host, pid}`) ran on this machine and its process has exited."""
+    if worker.get("host") != socket.gethostname() or not str(worker.get("pid", "")).isdigit():
+        return False
+    try:
+        os.kill(int(worker["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def dataset_result(resource: dict[str, Any]) -> dict[str, Any]:
+    """A job's result for a dataset it installed."""
+    return {"resource": resource["name"], "paths": resource["path"], "bytes": resource["bytes"],
+            "synthetic": resource.get("synthetic", False)}
+
+
+def _swap_in(staging: Path, final: Path) -> Path | None:
+    """Rename `staging` to `final`; an existing `final` is moved aside and returned (or None)."""
+    previous = None
     if final.exists():
-        trash = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex}")
-        os.replace(final, trash)
+        previous = final.with_name(f".trash-{final.name}-{uuid.uuid4().hex}")
+        os.replace(final, previous)
     os.replace(staging, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    return previous
+
+
+def _swap_out(staging: Path, final: Path, previous: Path | None) -> None:
+    """Undo `_swap_in`."""
+    os.replace(final, staging)
+    if previous is not None:
+        os.replace(previous, final)

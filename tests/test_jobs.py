@@ -1,6 +1,7 @@
 """The job queue in-process on Huey's MemoryHuey (immediate mode): follow, takeover, staleness."""
 from __future__ import annotations
 
+import datetime
 import shutil
 import threading
 import time
@@ -77,10 +78,13 @@ def test_follower_takes_over_when_the_running_worker_died(fresh_queue):
 def test_executing_without_heartbeat_is_reported_as_failure(fresh_queue):
     fresh_queue.huey.immediate = False
     job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST])
-    fresh_queue._update(job_id, TEST, job_status="EXECUTING", worker={"host": "h", "pid": 1}, heartbeat=time.time() - 5, heartbeat_at="earlier")
+    beat = time.time() - 5
+    fresh_queue._update(job_id, TEST, job_status="EXECUTING", worker={"host": "h", "pid": 1}, heartbeat=beat)
     (entry,) = fresh_queue.status(job_id)["job_group_processors"]
     assert entry["job_status"] == "FAILURE"
-    assert "stopped while running" in entry["job_result"]["failed"]
+    since = datetime.datetime.fromtimestamp(beat, datetime.timezone.utc).isoformat(timespec="seconds")
+    assert entry["job_result"]["failed"] == (
+        f"worker pid 1 on h stopped while running (no heartbeat since {since}); resubmit the job")
 
 
 def test_cancel_before_start_revokes_every_processor(fresh_queue):

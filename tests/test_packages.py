@@ -88,7 +88,8 @@ def test_package_dir_accepts_slugs_directly_under_the_root(store):
     assert store.package_dir("x" * 128).parent == store.root
 
 
-@pytest.mark.parametrize("relative", ["../x", "gambia/../../etc/passwd", "/etc/passwd", "gambia/../../packages2/x", "gambia/x\x00y"])
+@pytest.mark.parametrize("relative", ["../x", "gambia/../../etc/passwd", "/etc/passwd", "gambia/../../packages2/x", "gambia/x\x00y",
+                                      "gambia/../kenya/index.html", "gambia/" + "x" * 256, "gambia/" + "x/" * 2100])
 def test_resolve_file_refuses_paths_leaving_the_root(store, relative):
     with pytest.raises(UnsafePath):
         store.resolve_file(relative)
@@ -96,7 +97,6 @@ def test_resolve_file_refuses_paths_leaving_the_root(store, relative):
 
 def test_resolve_file_keeps_paths_inside_the_root(store):
     assert store.resolve_file("gambia/datapackage.json") == store.root / "gambia" / "datapackage.json"
-    assert store.resolve_file("gambia/../kenya/index.html") == store.root / "kenya" / "index.html"
 
 
 # -- installing ------------------------------------------------------------------------------------

@@ -1,0 +1,205 @@
+"""kill -9 at each step of a job, then a restart; a full and a read-only disk under the package
+root and under the processing folder. After each: valid JSON listing only complete datasets, no
+partial or orphan files, FAILURE with a reason or completion, the provenance entry, and a
+re-submitted job that succeeds."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from huey import SqliteHuey
+
+from backend.boundaries import BoundaryStore
+from backend.jobs import JobQueue
+from backend.packages import PackageStore
+from backend.settings import Settings
+from processors.registry import ProcessorRegistry
+from tests.reliability.queue import ADMIN1, TEST, files_under, states
+
+
+def durable_queue(data_dir: Path, **settings) -> JobQueue:
+    """A queue whose records outlive its process (SQLite), running tasks as they are enqueued."""
+    config = Settings(data_dir=data_dir, test_processor_seconds=0.0, heartbeat_timeout=60.0, **settings)
+    return JobQueue(settings=config, boundaries=BoundaryStore(config.boundaries_db),
+                    packages=PackageStore(config.localfs_storage_backend_root),
+                    registry=ProcessorRegistry.discover(include_test_processors=True),
+                    huey=SqliteHuey("reliability", filename=str(config.huey_db), immediate=True,
+                                    immediate_use_memory=False))
+
+
+def assert_consistent(queue: JobQueue, boundary: str, job_id: str) -> dict:
+    """The package and the processing folder as a user may find them; the job's final status."""
+    status = queue.status(job_id)
+    assert status["job_group_status"] == "COMPLETE", status
+    for entry in status["job_group_processors"]:
+        assert entry["job_status"] in ("SUCCESS", "FAILURE", "SKIPPED"), entry
+        if entry["job_status"] == "FAILURE":
+            assert entry["job_result"]["failed"], entry
+    folder = queue.packages.root / boundary
+    package = json.loads((folder / "datapackage.json").read_text()) if (folder / "datapackage.json").exists() else {"resources": []}
+    listed = set()
+    for resource in package["resources"]:
+        for path in resource["path"]:
+            assert (folder / path).is_file(), path
+            listed.add(str(Path(path).parents[1]))
+    on_disk = {str(p.relative_to(folder)) for p in folder.glob("datasets/*/*")}
+    assert on_disk == listed, "dataset folders not listed in datapackage.json (or staging/trash left)"
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    assert files_under(queue.settings.localfs_processing_backend_root / "tmp") == []
+    assert not list((queue.settings.localfs_processing_backend_root / "tmp").glob("*"))
+    provenance = json.loads((folder / "provenance.json").read_text())
+    (entry,) = [e for e in provenance.values() if e["job_id"] == job_id]
+    assert {n: p["job_status"] for n, p in entry["processors"].items()} == states(queue, job_id)
+    return status
+
+
+# Where the worker process is killed: before or after a call of (module, attribute).
+KILL_POINTS = {
+    "processing done, before the install": ("backend.packages", "PackageStore.install_dataset", "before"),
+    "staging filled, before the rename": ("backend.packages", "_swap_in", "before"),
+    "provenance written, before datapackage.json": ("backend.packages", "PackageStore._update_datapackage", "before"),
+    "datapackage.json written, before the pages": ("backend.packages", "PackageStore._update_datapackage", "after"),
+    "every processor done, before the job's provenance": ("backend.jobs", "JobQueue._provenance", "before"),
+}
+
+
+def _run_and_die(data_dir: Path, where: tuple[str, str, str], processors: list[str], job_file: Path) -> None:
+    """In a forked child: run a job and SIGKILL this process when it reaches `where`."""
+    import importlib
+
+    owner = importlib.import_module(where[0])
+    *path, name = where[1].split(".")
+    for part in path:
+        owner = getattr(owner, part)
+
+    original = getattr(owner, name)
+
+    def die(*args, **kwargs):
+        if where[2] == "after":
+            original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(owner, name, die)
+    queue = durable_queue(data_dir)
+    original_setup = queue.setup_task
+
+    def remember(job_id):  # the id reaches the test before the job runs (and the kill)
+        job_file.write_text(job_id)
+        return original_setup(job_id)
+
+    queue.setup_task = remember
+    queue.submit(boundary_name="gambia", processors=processors)
+    os._exit(0)  # not reached when the kill point is on the path
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_at_each_step_then_restart(tmp_path, seeded_boundaries_db, point):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    job_file = tmp_path / "job_id"
+    child = multiprocessing.get_context("fork").Process(
+        target=_run_and_die, args=(data_dir, KILL_POINTS[point], [TEST], job_file))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL
+    job_id = job_file.read_text()
+
+    restarted = durable_queue(data_dir)
+    restarted.clean_start()
+    status = assert_consistent(restarted, "gambia", job_id)
+    print(f"\nkilled at '{point}': {states(restarted, job_id)}")
+    installed = point in ("datapackage.json written, before the pages", "every processor done, before the job's provenance")
+    assert states(restarted, job_id) == {TEST: "SUCCESS" if installed else "FAILURE"}
+    if not installed:
+        assert "stopped while running" in json.dumps(status)
+    retry = restarted.submit(boundary_name="gambia", processors=[TEST, ADMIN1])
+    assert set(states(restarted, retry).values()) <= {"SUCCESS", "SKIPPED"}
+    assert_consistent(restarted, "gambia", retry)
+    assert {r["name"] for r in restarted.packages.read_datapackage("gambia")["resources"]} == {
+        "test_processor-version_1", "natural_earth_admin1-version_1"}
+
+
+# -- full and read-only disks: a real small file system (tmpfs), not a mock -------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+
+
+@contextmanager
+def small_disk(path: Path, size: str = "4m"):
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """Fill the file system under `folder` to the last byte."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for size in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+    return filler
+
+
+@needs_root
+@pytest.mark.parametrize("which", ["package root", "processing folder"])
+def test_a_full_disk_fails_the_job_naming_the_folder_and_loses_nothing(tmp_path, seeded_boundaries_db, which):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    queue = durable_queue(data_dir)
+    first = queue.submit(boundary_name="gambia", processors=[TEST])  # a package to keep intact
+    assert states(queue, first) == {TEST: "SUCCESS"}
+    before = (queue.packages.root / "gambia" / "datapackage.json").read_text()
+    mount = queue.packages.root / "gambia" / "datasets" if which == "package root" else queue.settings.localfs_processing_backend_root
+    saved = tmp_path / "saved"
+    subprocess.run(["cp", "-a", str(mount), str(saved)], check=True)
+    with small_disk(mount):
+        subprocess.run(["cp", "-a", f"{saved}/.", str(mount)], check=True)
+        filler = fill(mount)
+        job_id = queue.submit(boundary_name="gambia", processors=[ADMIN1])
+        (entry,) = queue.status(job_id)["job_group_processors"]
+        assert entry["job_status"] == "FAILURE"
+        label = "the package root" if which == "package root" else "the processing folder"
+        assert entry["job_result"]["failed"].startswith(label), entry
+        assert "is full (no space left on device)" in entry["job_result"]["failed"]
+        assert (queue.packages.root / "gambia" / "datapackage.json").read_text() == before
+        filler.unlink()
+        status = assert_consistent(queue, "gambia", job_id)
+        assert status["job_group_status"] == "COMPLETE"
+        retry = queue.submit(boundary_name="gambia", processors=[ADMIN1])
+        assert states(queue, retry) == {ADMIN1: "SUCCESS"}
+        assert_consistent(queue, "gambia", retry)
+
+
+@needs_root
+def test_a_read_only_package_root_fails_the_job_and_completes_once_writable(tmp_path, seeded_boundaries_db):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    queue = durable_queue(data_dir)
+    with small_disk(queue.packages.root):
+        first = queue.submit(boundary_name="gambia", processors=[TEST])
+        assert states(queue, first) == {TEST: "SUCCESS"}
+        subprocess.run(["mount", "-o", "remount,ro", str(queue.packages.root)], check=True)
+        job_id = queue.submit(boundary_name="gambia", processors=[ADMIN1])
+        status = queue.status(job_id)
+        (entry,) = status["job_group_processors"]
+        assert entry["job_status"] == "FAILURE"
+        assert "the package root" in entry["job_result"]["failed"] and "is read-only" in entry["job_result"]["failed"]
+        assert status["job_group_status"] == "EXECUTING"  # its provenance cannot be written yet
+        subprocess.run(["mount", "-o", "remount,rw", str(queue.packages.root)], check=True)
+        assert_consistent(queue, "gambia", job_id)
