@@ -9,7 +9,7 @@ PIP_PACKAGES := huey sqlite-utils fastapi uvicorn httpx redis "frictionless>=5,<
 export QT_QPA_PLATFORM ?= offscreen
 export PROJ_DATA ?= /usr/share/proj
 
-.PHONY: install system-packages sample-sources run test bench plugin-zip plugin-dev-install qgis screenshot clean
+.PHONY: install system-packages sample-sources run test soak bench plugin-zip plugin-dev-install qgis screenshot clean
 
 system-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -63,6 +63,10 @@ qgis: install plugin-dev-install
 test: install
 	$(PY) -m pytest -q --ignore=tests/plugin
 	@if [ -d tests/plugin ]; then $(PY) -m pytest -q -o addopts=-ra tests/plugin; fi
+
+# The long variants of tests/reliability: more fuzzing, figures printed (liveness, timings).
+soak: install
+	CCGAUTOPKG_FUZZ_EXAMPLES=300 $(PY) -m pytest -q -s -o addopts="-p no:qgis -rA" tests/reliability
 
 bench: install
 	$(PY) bench/bench_boundaries.py
