@@ -20,7 +20,7 @@ from backend.jobs import JobQueue
 from backend.packages import PackageStore
 from backend.settings import Settings
 from processors.registry import ProcessorRegistry
-from tests.reliability.queue import ADMIN1, TEST, files_under, states
+from tests.reliability.local_queue import ADMIN1, TEST, files_under, states
 
 
 def durable_queue(data_dir: Path, **settings) -> JobQueue:

@@ -12,7 +12,7 @@ import pytest
 from backend.cli import _check_exposure
 from backend.settings import Settings
 from tests.conftest import ROOT, free_port
-from tests.reliability.queue import ADMIN1, TEST, files_under, make_queue, states
+from tests.reliability.local_queue import ADMIN1, TEST, files_under, make_queue, states
 
 
 def test_a_datasets_folder_linked_outside_the_root_fails_the_job_and_writes_nothing_there(tmp_path, seeded_boundaries_db):
