@@ -61,10 +61,11 @@ qgis: install plugin-dev-install
 
 # The plugin tests need pytest-qgis (a QGIS application per process); the rest run without it.
 test: install
-	$(PY) -m pytest -q --ignore=tests/plugin
+	$(PY) -m pytest -q --ignore=tests/plugin --ignore=tests/reliability/soak
 	@if [ -d tests/plugin ]; then $(PY) -m pytest -q -o addopts=-ra tests/plugin; fi
 
-# The long variants of tests/reliability: more fuzzing, figures printed (liveness, timings).
+# The long variants of tests/reliability: more fuzzing, 30 jobs over 10 boundaries on SQLite and
+# Redis (tests/reliability/soak), figures printed (liveness, timings).
 soak: install
 	CCGAUTOPKG_FUZZ_EXAMPLES=300 $(PY) -m pytest -q -s -o addopts="-p no:qgis -rA" tests/reliability
 

@@ -6,6 +6,10 @@ every worker on every machine sharing the queue sees the same state:
   job:<id>:<processor>      status, progress, result, worker, heartbeat of one processor
   cancel:<id>               set when the job is cancelled
   running:<boundary>:<processor>  which job is producing that dataset now (put_if_empty lock)
+All through Huey's own `put` / `get(peek=True)` / `put_if_empty` / `delete`. Huey's SQLite
+storage and Redis before 7.4 cannot expire a key, so the lock cannot carry a TTL; it names its
+job instead, and a lock whose job's worker is gone (no heartbeat, or its process on this machine
+has exited) is taken over by the next run of that dataset and removed at worker start.
 """
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -27,7 +30,6 @@ from typing import Any
 
 from huey import RedisHuey, SqliteHuey, group
 from huey.api import Huey
-from huey.constants import EmptyData
 
 from backend.boundaries import BoundaryStore
 from backend.errors import BackendError, BoundaryNotFound, InvalidRequest, JobNotFound
@@ -92,17 +94,16 @@ class JobQueue:
 
     # -- state in the queue's storage -------------------------------------------------------
     def _get(self, key: str) -> Any:
-        value = self.huey.storage.peek_data(key)
-        return None if value is EmptyData else json.loads(value)
+        return self.huey.get(key, peek=True)
 
     def _put(self, key: str, value: Any) -> None:
-        self.huey.storage.put_data(key, json.dumps(value).encode())
+        self.huey.put(key, value)
 
     def _put_if_empty(self, key: str, value: Any) -> bool:
-        return bool(self.huey.storage.put_if_empty(key, json.dumps(value).encode()))
+        return bool(self.huey.put_if_empty(key, value))
 
     def _delete(self, key: str) -> None:
-        self.huey.storage.delete_data(key)
+        self.huey.delete(key)
 
     def _record(self, job_id: str, processor: str) -> dict[str, Any]:
         return self._get(f"job:{job_id}:{processor}") or {}
@@ -116,7 +117,7 @@ class JobQueue:
         return record
 
     def is_cancelled(self, job_id: str) -> bool:
-        return self.huey.storage.has_data_for_key(f"cancel:{job_id}")
+        return self._get(f"cancel:{job_id}") is not None
 
     # -- API side -------------------------------------------------------------------------------
     def submit(self, *, boundary_name: str, processors: list[str]) -> str:

@@ -1,14 +1,12 @@
 """Workers as separate processes: restarts, a worker killed mid-job, Redis scale-out."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, processor_states
+from tests.conftest import processor_states
 
 TEST = "test_processor.version_1"
 FAIL = "test_fail_processor.version_1"
@@ -43,21 +41,6 @@ def test_worker_killed_mid_job_is_reported_and_leaves_no_partial_dataset(backend
     backend.worker(workers=1)
     retry = backend.wait_job(backend.submit("gambia", [TEST]), timeout=30)
     assert processor_states(retry) == {TEST: "SUCCESS"}
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait()
 
 
 def test_one_job_runs_on_two_worker_processes_sharing_redis(backend, redis_url):
