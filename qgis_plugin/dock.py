@@ -31,7 +31,8 @@ from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
 from .auth import TokenStoreError, auth_unavailable_reason, load_token, save_token, stored_authcfg
 from .backend_client import DEFAULT_URL, BackendClient
 from .geometry import NoPolygonsError, selected_polygons_geojson
-from .loader import DownloadPackageTask, add_package_layers, cache_dir, local_package_roots, package_files
+from .layers import SYNTHETIC_NOTE, LayerInserter, LoadReport, existing_sources
+from .loader import DownloadPackageTask, cache_dir, local_package_roots, package_files
 from .local_backend import LocalBackend, autopkg_command, is_loopback_url
 from .map_tool import WGS84, PickBoundaryMapTool
 
@@ -161,6 +162,7 @@ class CcgDockWidget(QgsDockWidget):
         self.job_boundary: Optional[str] = None
         self.job_status: Optional[dict[str, Any]] = None
         self.task: Optional[DownloadPackageTask] = None
+        self.inserter: Optional[LayerInserter] = None
         self._progress_rows: dict[str, int] = {}
         self._search_seq = 0
         self._polling = False
@@ -714,37 +716,47 @@ class CcgDockWidget(QgsDockWidget):
     def download_package(self, package: dict[str, Any]) -> None:
         if self._closed:
             return
-        if self.task is not None:
-            self.report_error("Load package", "a package is already being downloaded", Qgis.Warning)
+        if self.task is not None or self.inserter is not None:
+            self.report_error("Load package", "a package is already being loaded", Qgis.Warning)
             return
         files = package_files(package, self.client.url)
         name = package["boundary_name"]
-        self.ui.jobLabel.setText(f"Downloading package {name} ({len(files)} file(s))…")
+        self.ui.jobLabel.setText(f"Loading package {name} ({len(files)} file(s))…")
 
-        def done(ok: bool, result) -> None:
+        def done(ok: bool, result, built) -> None:
             self.task = None
             if self._closed:
                 return
             if not ok:
                 self.ui.jobLabel.setText(f"Package {name} not loaded: {result.error}")
-                self.report_error(f"Download of package {name!r}", result.error)
+                self.report_error(f"Load of package {name!r}", result.error)
                 return
-            report = add_package_layers(package, result.files, outline=result.outline)
             if result.outline_error:
                 QgsMessageLog.logMessage(f"boundary outline of {name}: {result.outline_error}", PLUGIN_NAME, Qgis.Warning)
-            self.ui.jobLabel.setText(
-                f"Package {name}: {len(report.added)} layer(s) added, {len(report.existing)} already in the project"
-                + (f", {len(report.failed)} not loadable" if report.failed else "")
-                + f" ({result.downloaded} downloaded, {result.cached} from cache"
-                + (f", {result.local} used in place" if result.local else "") + ")"
-            )
-            if report.failed:
-                self.report_error(f"Package {name!r}", "some files could not be loaded: " + "; ".join(report.failed), Qgis.Warning)
-            self.package_loaded.emit(report)
+            self.inserter = LayerInserter(built, QgsProject.instance(), self)
+            self.inserter.finished.connect(lambda report: self._package_inserted(name, result, report))
+            self.inserter.start()
 
-        self.task = DownloadPackageTask(name, files, cache_dir(), done, base_url=self.client.base_url,
-                                        local_roots=local_package_roots(self.client.base_url), token=self.client.token)
+        self.task = DownloadPackageTask(package, files, cache_dir(), done, base_url=self.client.base_url,
+                                        local_roots=local_package_roots(self.client.base_url), token=self.client.token,
+                                        skip=frozenset(existing_sources(QgsProject.instance(), package)))
         QgsApplication.taskManager().addTask(self.task)
+
+    def _package_inserted(self, name: str, result, report: LoadReport) -> None:
+        self.inserter = None
+        if self._closed:
+            return
+        self.ui.jobLabel.setText(
+            f"Package {name}: {len(report.added)} layer(s) added, {len(report.existing)} already in the project"
+            + (f", {len(report.failed)} not loadable" if report.failed else "")
+            + f" ({result.downloaded} downloaded, {result.cached} from cache"
+            + (f", {result.local} used in place" if result.local else "") + ")"
+        )
+        if report.failed:
+            self.report_error(f"Package {name!r}", "some files could not be loaded: " + "; ".join(report.failed), Qgis.Warning)
+        if report.synthetic:
+            self.report_info(f"Package {name}: {SYNTHETIC_NOTE}", Qgis.Warning)
+        self.package_loaded.emit(report)
 
     def refresh_packages(self) -> None:
         """List the backend's packages, then each package's datasets (one request per package)."""
@@ -815,6 +827,9 @@ class CcgDockWidget(QgsDockWidget):
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        if self.inserter is not None:
+            self.inserter.cancel()
+            self.inserter = None
         if self.canvas.mapTool() is self.map_tool:
             self.canvas.unsetMapTool(self.map_tool)
         self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)

@@ -1,11 +1,9 @@
-"""Loading a data package into the project.
+"""Fetching a data package's files.
 
 `fetch_package` makes a package's files available locally from a worker thread (a `QgsTask`
 such as `DownloadPackageTask`, or a processing algorithm): the backend's own file when its package
 root is on this machine and the sha256 matches, else the download cache when it holds the same
-sha256, else a streamed download into the cache. `add_package_layers` then runs on the GUI thread (from the task's
-`finished()`): one group per boundary, one sub-group per dataset, one layer per file, layer
-metadata from the datapackage resource, and no duplicates when loaded twice.
+sha256, else a streamed download into the cache. `layers` then turns them into a layer structure.
 """
 from __future__ import annotations
 
@@ -17,41 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from qgis.core import (
-    Qgis,
-    QgsAbstractMetadataBase,
-    QgsApplication,
-    QgsColorRampShader,
-    QgsGradientColorRamp,
-    QgsFeedback,
-    QgsFillSymbol,
-    QgsLayerMetadata,
-    QgsLayerTreeGroup,
-    QgsMapLayer,
-    QgsMessageLog,
-    QgsNetworkAccessManager,
-    QgsProject,
-    QgsRasterBandStats,
-    QgsRasterLayer,
-    QgsRasterShader,
-    QgsSettings,
-    QgsSingleBandPseudoColorRenderer,
-    QgsSingleSymbolRenderer,
-    QgsStyle,
-    QgsSymbol,
-    QgsTask,
-    QgsVectorLayer,
-    QgsWkbTypes,
-)
+from qgis.core import QgsApplication, QgsFeedback, QgsNetworkAccessManager, QgsSettings, QgsTask
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QEventLoop, QTimer, QUrl
-from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
+from qgis.PyQt.QtNetwork import QNetworkAccessManager, QNetworkReply, QNetworkRequest
 
 from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
 from .backend_client import error_message
+from .layers import BuiltLayers, Selection, build_layers, plan_package
 
-RASTER_EXTENSIONS = {".tif", ".tiff", ".vrt", ".nc", ".asc", ".img", ".jp2"}
-VECTOR_EXTENSIONS = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".csv", ".parquet"}
+FETCH_SHARE = 50.0  # task progress: fetching the files up to 50 %, opening them the rest
 CACHE_SETTING = f"{SETTINGS_PREFIX}/cache_dir"
 
 
@@ -186,58 +159,62 @@ def stream_download(url: str, local: Path, sha256: str = "", feedback: Optional[
     """GET `url` into `local`, writing chunks to a `.part-` file as they arrive (never the whole
     file in memory), checking the sha256, then renaming into place.
 
-    Runs a local event loop in the calling thread with that thread's `QgsNetworkAccessManager`
-    (QGIS keeps one per thread): meant for worker threads (QgsTask, processing). Cancellation:
-    `feedback.isCanceled()` is checked every 100 ms and aborts the reply.
+    Runs a local event loop in the calling thread: meant for worker threads (QgsTask, processing).
+    Cancellation: `feedback.isCanceled()` is checked at least every 100 ms and aborts the reply.
+
+    Each download has its own `QNetworkAccessManager` (QGIS's proxy), deleted with its reply
+    before returning, and only C++ slots are connected (Python reads between loop turns). QGIS
+    3.22's per-thread `QgsNetworkAccessManager` in reused thread-pool threads, with replies deleted
+    later and its HTTP disk cache shared by all threads, gave "QNetworkReply has been deleted",
+    double frees and crashes after a few hundred downloads (tests/plugin/many_downloads.py).
     """
     local.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=".part-")
     handle = os.fdopen(fd, "wb")
     digest = hashlib.sha256()
     error_body = bytearray()
-    received = [0]
+    received = 0
     request = QNetworkRequest(QUrl(url))
     request.setAttribute(QNetworkRequest.CacheLoadControlAttribute, QNetworkRequest.AlwaysNetwork)
+    request.setAttribute(QNetworkRequest.CacheSaveControlAttribute, False)
     request.setAttribute(QNetworkRequest.FollowRedirectsAttribute, True)
     for key, value in (headers or {}).items():  # e.g. Authorization: Bearer <token>
         request.setRawHeader(key, value)
     if hasattr(request, "setTransferTimeout"):
         request.setTransferTimeout(60000)  # no byte for a minute: give up
     loop = QEventLoop()
-    reply = QgsNetworkAccessManager.instance().get(request)
+    wake = QTimer()
+    wake.setInterval(CANCEL_CHECK_MS)
+    wake.timeout.connect(loop.quit)
+    manager = QNetworkAccessManager()
+    manager.setProxy(QgsNetworkAccessManager.instance().proxy())
+    reply = manager.get(request)
     reply.setReadBufferSize(READ_BUFFER_BYTES)  # back-pressure: Qt stops reading the socket when full
-
-    def read() -> None:
-        data = bytes(reply.readAll())
-        if not data:
-            return
-        status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
-        if status is not None and status >= 400:
-            if len(error_body) < 65536:
-                error_body.extend(data[:65536])
-            return
-        handle.write(data)
-        digest.update(data)
-        received[0] += len(data)
-        if on_bytes is not None:  # per chunk: Qt's downloadProgress may come only at the end
-            total = reply.header(QNetworkRequest.ContentLengthHeader)
-            on_bytes(received[0], int(total) if total is not None else -1)
-
-    def check_cancel() -> None:
-        if feedback is not None and feedback.isCanceled() and reply.isRunning():
-            reply.abort()
-
-    timer = QTimer()
-    timer.setInterval(CANCEL_CHECK_MS)
-    timer.timeout.connect(check_cancel)
-    reply.readyRead.connect(read)
+    reply.readyRead.connect(loop.quit)
     reply.finished.connect(loop.quit)
     try:
-        timer.start()
-        if not reply.isFinished():
+        wake.start()
+        while True:
+            finished = reply.isFinished()  # before reading: nothing may arrive after the last read
+            data = bytes(reply.readAll())
+            if data:
+                status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
+                if status is not None and status >= 400:
+                    error_body.extend(data[: max(0, 65536 - len(error_body))])
+                else:
+                    handle.write(data)
+                    digest.update(data)
+                    received += len(data)
+                    if on_bytes is not None:  # per chunk: Qt's downloadProgress may come only at the end
+                        total = reply.header(QNetworkRequest.ContentLengthHeader)
+                        on_bytes(received, int(total) if total is not None else -1)
+            if finished:
+                break
+            if feedback is not None and feedback.isCanceled():
+                reply.abort()
+                continue
             loop.exec_()
-        timer.stop()
-        read()  # whatever arrived with the final chunk
+        wake.stop()
         handle.close()
         status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
         if feedback is not None and feedback.isCanceled():
@@ -254,8 +231,9 @@ def stream_download(url: str, local: Path, sha256: str = "", feedback: Optional[
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
-        timer.stop()
-        reply.deleteLater()
+        wake.stop()
+        sip.delete(reply)
+        sip.delete(manager)
 
 
 def fetch_boundary_outline(client, boundary_name: str, target: Path) -> Path:
@@ -335,13 +313,21 @@ def fetch_package(boundary_name: str, files: list[PackageFile], cache_root: Path
 
 
 class DownloadPackageTask(QgsTask):
-    """Fetch the files of one package (see `fetch_package`) in a cancellable background task."""
+    """Fetch the files of one package (see `fetch_package`) and open them as styled layers
+    (`layers.build_layers`) in a cancellable background task; `on_done(ok, result, built)` runs on
+    the GUI thread, which then only inserts the layers (`layers.LayerInserter`)."""
 
-    def __init__(self, boundary_name: str, files: list[PackageFile], cache_root: Path,
-                 on_done: Callable[[bool, DownloadResult], None], *, base_url: str = "",
-                 local_roots: Optional[list[Path]] = None, token: str = ""):
-        super().__init__(f"{PLUGIN_NAME}: download package {boundary_name}", QgsTask.CanCancel)
+    def __init__(self, package: dict[str, Any], files: list[PackageFile], cache_root: Path,
+                 on_done: Callable[[bool, DownloadResult, Optional[BuiltLayers]], None], *, base_url: str = "",
+                 local_roots: Optional[list[Path]] = None, token: str = "",
+                 selection: Optional[Selection] = None, skip: frozenset[str] = frozenset()):
+        boundary_name = package["boundary_name"]
+        super().__init__(f"{PLUGIN_NAME}: load package {boundary_name}", QgsTask.CanCancel)
         self.token = token
+        self.package = package
+        self.selection = selection
+        self.skip = skip
+        self.built: Optional[BuiltLayers] = None
         self.boundary_name = boundary_name
         self.cache_root = Path(cache_root)
         self.target = self.cache_root / boundary_name
@@ -365,8 +351,12 @@ class DownloadPackageTask(QgsTask):
             client = BlockingClient(self.base_url, self._feedback, token=self.token) if self.base_url else None
             authorization = bearer_header(self.token)
             self.result = fetch_package(self.boundary_name, self.files, self.cache_root, feedback=self._feedback,
-                                        progress=self.setProgress, local_roots=self.local_roots, client=client,
+                                        progress=lambda percent: self.setProgress(FETCH_SHARE * percent / 100.0),
+                                        local_roots=self.local_roots, client=client,
                                         headers={b"Authorization": authorization} if authorization else None)
+            plans = plan_package(self.package, self.result.files, selection=self.selection, outline=self.result.outline is not None)
+            self.built = build_layers(self.package, plans, skip=self.skip, outline=self.result.outline, feedback=self._feedback,
+                                      progress=lambda percent: self.setProgress(FETCH_SHARE + (100.0 - FETCH_SHARE) * percent / 100.0))
             return True
         except Exception as exc:  # reported in finished(); an exception must not leave run()
             self.result.error = "cancelled" if self.isCanceled() else (str(exc) or exc.__class__.__name__)
@@ -375,205 +365,4 @@ class DownloadPackageTask(QgsTask):
     def finished(self, ok: bool) -> None:  # GUI thread
         if not ok and not self.result.error:
             self.result.error = "cancelled" if self.isCanceled() else "download failed"
-        self.on_done(ok, self.result)
-
-# -- styles ------------------------------------------------------------------------------------
-RAMP_NAME = "Viridis"
-STATS_SAMPLE = 250_000  # pixels sampled for the stretch: quick on the GUI thread even for big rasters
-FILL = QColor(46, 134, 171, 90)
-STROKE = QColor(27, 79, 114)
-
-
-def style_raster(layer: QgsRasterLayer) -> None:
-    """Single-band rasters: a continuous colour ramp stretched on the band's (sampled) min/max,
-    nodata transparent. Multi-band rasters keep QGIS's default (RGB) renderer."""
-    provider = layer.dataProvider()
-    if layer.bandCount() != 1 or provider is None:
-        return
-    provider.setUseSourceNoDataValue(1, True)
-    stats = provider.bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max, layer.extent(), STATS_SAMPLE)
-    low, high = stats.minimumValue, stats.maximumValue
-    if not (low == low and high == high):  # NaN: an all-nodata raster
-        return
-    if high <= low:
-        high = low + 1
-    ramp = QgsStyle.defaultStyle().colorRamp(RAMP_NAME) or QgsGradientColorRamp(QColor(68, 1, 84), QColor(253, 231, 37))
-    function = QgsColorRampShader(low, high, ramp, QgsColorRampShader.Interpolated)
-    function.classifyColorRamp(5)
-    shader = QgsRasterShader()
-    shader.setRasterShaderFunction(function)
-    renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
-    renderer.setClassificationMin(low)
-    renderer.setClassificationMax(high)
-    layer.setRenderer(renderer)
-
-
-def style_vector(layer: QgsVectorLayer) -> None:
-    """A readable single symbol by geometry type: translucent fill, lines, small markers."""
-    geometry_type = layer.geometryType()
-    if geometry_type not in (QgsWkbTypes.PointGeometry, QgsWkbTypes.LineGeometry, QgsWkbTypes.PolygonGeometry):
-        return
-    symbol = QgsSymbol.defaultSymbol(geometry_type)
-    if symbol is None:
-        return
-    if geometry_type == QgsWkbTypes.PolygonGeometry:
-        symbol.setColor(FILL)
-        layer_symbol = symbol.symbolLayer(0)
-        if hasattr(layer_symbol, "setStrokeColor"):
-            layer_symbol.setStrokeColor(STROKE)
-            layer_symbol.setStrokeWidth(0.4)
-    elif geometry_type == QgsWkbTypes.LineGeometry:
-        symbol.setColor(STROKE)
-        symbol.setWidth(0.6)
-    else:
-        symbol.setColor(STROKE)
-        symbol.setSize(2.4)
-    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
-
-
-def style_layer(layer: QgsMapLayer) -> None:
-    if isinstance(layer, QgsRasterLayer):
-        style_raster(layer)
-    elif isinstance(layer, QgsVectorLayer):
-        style_vector(layer)
-
-
-# -- layers ------------------------------------------------------------------------------------
-
-def _source_path(source: str) -> str:
-    return os.path.normpath(source.split("|", 1)[0])
-
-
-def _child_group(parent: QgsLayerTreeGroup, name: str, index: int | None = None) -> QgsLayerTreeGroup:
-    for child in parent.children():
-        if isinstance(child, QgsLayerTreeGroup) and child.name() == name:
-            return child
-    return parent.insertGroup(index, name) if index is not None else parent.addGroup(name)
-
-
-def layer_metadata(resource: dict[str, Any], package: dict[str, Any]) -> QgsLayerMetadata:
-    """QGIS layer metadata from a datapackage resource."""
-    meta = QgsLayerMetadata()
-    meta.setIdentifier(resource.get("name", ""))
-    meta.setParentIdentifier(package.get("name", ""))
-    meta.setTitle(resource.get("title") or resource.get("name", ""))
-    meta.setAbstract(resource.get("description", ""))
-    meta.setType("dataset")
-    licenses = resource.get("licenses") or ([resource["license"]] if resource.get("license") else [])
-    meta.setLicenses([" ".join(x for x in (lic.get("title") or lic.get("name", ""), f"<{lic['path']}>" if lic.get("path") else "") if x) for lic in licenses])
-    rights = [resource["citation"]] if resource.get("citation") else []
-    if resource.get("author"):
-        rights.append(f"Author: {resource['author']}")
-    meta.setRights(rights)
-    keywords = [k for k in (resource.get("processor"), package.get("name")) if k]
-    if keywords:
-        meta.addKeywords("ccg_autopkg", keywords)
-    for source in resource.get("sources", []):
-        if source.get("path"):
-            meta.addLink(QgsAbstractMetadataBase.Link(source.get("title") or "source", "WWW:LINK", source["path"]))
-    for lic in licenses:
-        if lic.get("path"):
-            meta.addLink(QgsAbstractMetadataBase.Link(f"Licence: {lic.get('title') or lic.get('name')}", "WWW:LINK", lic["path"]))
-    return meta
-
-
-def make_layer(path: Path, name: str, resource: dict[str, Any]) -> QgsMapLayer:
-    suffix = path.suffix.lower()
-    if suffix in RASTER_EXTENSIONS:
-        return QgsRasterLayer(str(path), name, "gdal")
-    source = str(path)
-    if suffix == ".gpkg" and resource.get("layer"):
-        source += f"|layername={resource['layer']}"
-    layer = QgsVectorLayer(source, name, "ogr")
-    if not layer.isValid() and suffix not in VECTOR_EXTENSIONS:
-        raster = QgsRasterLayer(str(path), name, "gdal")
-        if raster.isValid():
-            return raster
-    return layer
-
-
-@dataclass
-class LoadReport:
-    added: list[QgsMapLayer] = field(default_factory=list)
-    existing: list[QgsMapLayer] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # "file: reason"
-    group: Optional[QgsLayerTreeGroup] = None
-    outline: Optional[QgsVectorLayer] = None  # the boundary outline on top of the group
-
-
-def style_outline(layer: QgsVectorLayer) -> None:
-    """No fill, a bold outline: the boundary stays readable on top of every dataset."""
-    symbol = QgsFillSymbol.createSimple({"style": "no", "outline_style": "solid", "outline_color": "230,60,30,255", "outline_width": "0.8"})
-    layer.setRenderer(QgsSingleSymbolRenderer(symbol))
-
-
-def add_outline_layer(group: QgsLayerTreeGroup, outline: Path, title: str, project: QgsProject) -> Optional[QgsVectorLayer]:
-    """The boundary outline (a GeoJSON file) as the first layer of `group`, once."""
-    wanted = os.path.normpath(str(outline))
-    for node in group.findLayers():
-        if node.layer() is not None and _source_path(node.layer().source()) == wanted:
-            if group.children().index(node) != 0:  # keep it on top
-                clone = node.clone()
-                group.insertChildNode(0, clone)
-                group.removeChildNode(node)
-                return clone.layer()
-            return node.layer()
-    layer = QgsVectorLayer(str(outline), f"{title} boundary", "ogr")
-    if not layer.isValid():
-        QgsMessageLog.logMessage(f"boundary outline {outline} cannot be opened", PLUGIN_NAME, Qgis.Warning)
-        return None
-    style_outline(layer)
-    project.addMapLayer(layer, False)
-    group.insertLayer(0, layer)
-    return layer
-
-
-def add_package_layers(package: dict[str, Any], files: list[PackageFile], project: QgsProject | None = None,
-                       outline: Optional[Path] = None) -> LoadReport:
-    """Add the package's files to the project under `<boundary title>/<dataset title>`.
-
-    Layers whose file is already in the dataset's group are not added again; files QGIS cannot
-    open are reported in `failed` and left out of the project. With `outline` (a GeoJSON file of
-    the boundary), the boundary outline is the group's first layer.
-    """
-    project = project or QgsProject.instance()
-    datapackage = package.get("datapackage") or {}
-    resources = {r.get("name"): r for r in datapackage.get("resources", [])}
-    root = project.layerTreeRoot()
-    group = _child_group(root, datapackage.get("title") or package.get("boundary_name", "package"), 0)
-    report = LoadReport(group=group)
-    for f in files:
-        if f.local_path is None:
-            report.failed.append(f"{f.path}: not downloaded")
-            continue
-        resource = resources.get(f.dataset, {"name": f.dataset})
-        sub = _child_group(group, resource.get("title") or f.dataset)
-        wanted = os.path.normpath(str(f.local_path))
-        existing = [n.layer() for n in sub.findLayers() if n.layer() is not None and _source_path(n.layer().source()) == wanted]
-        if existing:
-            report.existing.extend(existing)
-            continue
-        layer = make_layer(f.local_path, Path(f.path).stem, resource)
-        if not layer.isValid():
-            error = (layer.error().summary() if layer.error() else "").strip().rstrip(":").strip()
-            report.failed.append(f"{Path(f.path).name}: QGIS cannot open it{(' (' + error + ')') if error else ''}")
-            continue
-        style_layer(layer)
-        layer.setMetadata(layer_metadata(resource, datapackage))
-        if resource.get("author") and hasattr(layer, "setAttribution"):
-            layer.setAttribution(resource["author"])
-        layer.setAbstract(resource.get("description", ""))
-        project.addMapLayer(layer, False)
-        sub.addLayer(layer)
-        report.added.append(layer)
-    for sub in list(group.children()):  # no empty dataset groups from files that failed
-        if isinstance(sub, QgsLayerTreeGroup) and not sub.children():
-            group.removeChildNode(sub)
-    if not group.children():
-        root.removeChildNode(group)
-        report.group = None
-    elif outline is not None:
-        report.outline = add_outline_layer(group, Path(outline), datapackage.get("title") or package.get("boundary_name", ""), project)
-    for failure in report.failed:
-        QgsMessageLog.logMessage(f"{package.get('boundary_name')}: {failure}", PLUGIN_NAME, Qgis.Warning)
-    return report
+        self.on_done(ok, self.result, self.built if ok else None)

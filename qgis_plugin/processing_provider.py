@@ -2,8 +2,11 @@
 
 The algorithms run in processing's worker thread (or the caller's thread for `processing.run()`):
 HTTP goes through `QgsBlockingNetworkRequest` (`blocking_client.BlockingClient`), package files
-through `loader.fetch_package` (the same code the dock's download task uses). Adding layers to the
-project happens in `postProcessAlgorithm`, which runs on the thread of the context's project.
+through `loader.fetch_package`, and the layers are opened and styled there too
+(`layers.build_layers`: the same code the dock's task uses). `postProcessAlgorithm` runs on the
+GUI thread (QGIS's toolbox calls it from the task's `finished()`): it only starts a
+`layers.LayerInserter`, which adds the layers in small slices while QGIS keeps responding; when
+the whole algorithm ran on the GUI thread (a blocking `processing.run()`), they are added at once.
 """
 from __future__ import annotations
 
@@ -36,7 +39,8 @@ from .auth import bearer_header, load_token
 from .backend_client import DEFAULT_URL
 from .blocking_client import BackendRequestError, BlockingClient
 from .geometry import NoPolygonsError, dissolve_to_wgs84, geometry_to_geojson
-from .loader import DownloadResult, add_package_layers, cache_dir, fetch_package, local_package_roots, package_files
+from .layers import SYNTHETIC_NOTE, BuiltLayers, LayerInserter, build_layers, plan_package
+from .loader import cache_dir, fetch_package, local_package_roots, package_files
 
 PROVIDER_ID = "ccg_autopkg"
 URL_SETTING = f"{SETTINGS_PREFIX}/backend_url"
@@ -72,7 +76,8 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
     def __init__(self):
         super().__init__()
         self._results: dict[str, Any] = {}
-        self._to_load: Optional[tuple[dict[str, Any], DownloadResult]] = None
+        self._to_load: Optional[BuiltLayers] = None
+        self._built_on_gui_thread = False
 
     def group(self) -> str:
         return ""
@@ -90,17 +95,21 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
         url = (self.parameterAsString(parameters, self.BACKEND_URL, context) or "").strip() or default_backend_url()
         return BlockingClient(url, feedback, token=load_token())
 
-    def _fetch(self, client: BlockingClient, boundary: str, feedback: QgsProcessingFeedback, start: float, load: bool) -> DownloadResult:
-        """Package files into the cache (or the backend's own folder on this machine); sets outputs."""
+    def _fetch(self, client: BlockingClient, boundary: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+               start: float, load: bool) -> None:
+        """Package files into the cache (or the backend's own folder on this machine), opened as
+        layers when they are to be loaded; sets outputs."""
         package = client.package(boundary)
         files = package_files(package, client.url)
         feedback.pushInfo(f"Package {boundary}: {len(files)} file(s)")
 
-        def progress(percent: float) -> None:
-            feedback.setProgress(start + (100.0 - start) * percent / 100.0)
+        fetch_end = start + (100.0 - start) * (0.5 if load else 1.0)
+
+        def fetching(percent: float) -> None:
+            feedback.setProgress(start + (fetch_end - start) * percent / 100.0)
 
         try:
-            result = fetch_package(boundary, files, cache_dir(), feedback=feedback, progress=progress,
+            result = fetch_package(boundary, files, cache_dir(), feedback=feedback, progress=fetching,
                                    local_roots=local_package_roots(client.base_url), client=client,
                                    headers=_auth_headers(client.token))
         except RuntimeError as exc:
@@ -111,26 +120,38 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
         self._results[self.PACKAGE_FOLDER] = str(result.folder or "")
         self._results[self.PACKAGE_URL] = client.url(package.get("uri", ""))
         if load:
-            self._to_load = (package, result)
-        return result
+            plans = plan_package(package, result.files, outline=result.outline is not None)
+            try:  # layers already in the project are dropped when inserted (LayerInserter)
+                self._to_load = build_layers(package, plans, outline=result.outline,
+                                             feedback=feedback, progress=lambda p: feedback.setProgress(fetch_end + (100.0 - fetch_end) * p / 100.0))
+            except RuntimeError as exc:
+                raise QgsProcessingException(f"Package {boundary}: {exc}") from None
+            self._built_on_gui_thread = QThread.currentThread() is QgsApplication.instance().thread()
+            feedback.pushInfo(f"{len(self._to_load.layers)} layer(s) opened")
 
     def postProcessAlgorithm(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # noqa: N802
         results = dict(self._results)
         results.setdefault(self.LOADED_LAYERS, 0)
-        if self._to_load is None:
+        built, self._to_load = self._to_load, None
+        if built is None:
             return results
-        package, fetched = self._to_load
-        self._to_load = None
         if not _on_context_thread(context):
             feedback.reportError("Not on the project's thread: the package was fetched but not added to the project; "
                                  "run 'Load data package' to add it.", False)
             return results
-        project = context.project() or QgsProject.instance()
-        report = add_package_layers(package, fetched.files, project, fetched.outline)
-        for failure in report.failed:
+        for failure in built.failed:
             feedback.reportError(failure, False)
-        feedback.pushInfo(f"{len(report.added)} layer(s) added, {len(report.existing)} already in the project")
-        results[self.LOADED_LAYERS] = len(report.added) + len(report.existing)
+        inserter = LayerInserter(built, context.project() or QgsProject.instance())
+        if (built.package.get("datapackage") or {}).get("synthetic"):
+            feedback.reportError(SYNTHETIC_NOTE, False)
+        if self._built_on_gui_thread:  # the caller blocks anyway (processing.run on the GUI thread)
+            report = inserter.run_now()
+            feedback.pushInfo(f"{len(report.added)} layer(s) added, {len(report.existing)} already in the project")
+            results[self.LOADED_LAYERS] = len(report.added) + len(report.existing)
+        else:  # QGIS stays responsive while the layers arrive
+            inserter.start()
+            feedback.pushInfo(f"{len(built.layers)} layer(s) being added to the project")
+            results[self.LOADED_LAYERS] = len(built.layers)
         return results
 
 
@@ -218,7 +239,7 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
             if not ready:
                 raise QgsProcessingException(f"Job {job_id}: no dataset was produced ({', '.join(f'{n}: {s}' for n, s in states.items())})")
             feedback.pushInfo(f"Package {boundary}: {len(ready)} of {len(states)} dataset(s) ready")
-            self._fetch(client, boundary, feedback, JOB_SHARE, load)
+            self._fetch(client, boundary, context, feedback, JOB_SHARE, load)
         except BackendRequestError as exc:
             if feedback.isCanceled():
                 raise QgsProcessingException("Cancelled") from None
@@ -301,7 +322,7 @@ class LoadPackageAlgorithm(_PackageAlgorithm):
             raise QgsProcessingException("Give a boundary name")
         self._results = {self.BOUNDARY_NAME: boundary, self.PACKAGE_FOLDER: "", self.PACKAGE_URL: "", self.LOADED_LAYERS: 0}
         try:
-            self._fetch(client, boundary, feedback, 0.0, self.parameterAsBool(parameters, self.LOAD, context))
+            self._fetch(client, boundary, context, feedback, 0.0, self.parameterAsBool(parameters, self.LOAD, context))
         except BackendRequestError as exc:
             raise QgsProcessingException(f"Package {boundary!r}: {exc}") from None
         return dict(self._results)

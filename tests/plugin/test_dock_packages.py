@@ -196,3 +196,20 @@ def test_stream_download_writes_chunks_checks_hash_and_cleans_up(file_server, tm
     with pytest.raises(RuntimeError, match="cancelled"):
         stream_download(f"{url}/big.bin", tmp_path / "out" / "cancelled.bin", "", cancelled)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["big.bin"], "no .part files left behind"
+
+
+def test_many_small_files_many_loads_without_deleted_replies(file_server, tmp_path):
+    """The intermittent `QNetworkReply has been deleted` (and the crashes behind it): replies were
+    deleted later, by whichever event loop of a reused thread-pool thread ran next, and written to
+    QGIS's shared HTTP disk cache from worker threads. 200 files × 6 loads failed on every run."""
+    import subprocess
+    import sys
+
+    www, url = file_server
+    for i in range(200):
+        (www / f"{i}.txt").write_bytes(f"file {i}\n".encode() * (1 + i % 7))
+    script = Path(__file__).with_name("many_downloads.py")
+    run = subprocess.run([sys.executable, str(script), url, "200", "6", str(tmp_path / "cache")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"rc {run.returncode}\n{run.stdout}\n{run.stderr[-3000:]}"
+    assert run.stdout.count(", '', 200)]") == 6, run.stdout

@@ -307,7 +307,8 @@ def test_raster_layer_styled_with_metadata_and_no_duplicates(qgis_new_project, t
     import numpy as np
     from osgeo import gdal, osr
 
-    from qgis_plugin.loader import PackageFile, add_package_layers
+    from qgis_plugin.layers import add_package_layers
+    from qgis_plugin.loader import PackageFile
 
     tif = tmp_path / "flood-version_1-gambia.tif"
     ds = gdal.GetDriverByName("GTiff").Create(str(tif), 20, 10, 1, gdal.GDT_Float32)
