@@ -29,6 +29,7 @@ from backend.safepaths import inside, make_dirs, open_no_follow, relative_parts
 from backend.html import dataset_index_html, dataset_license_html, package_index_html, package_license_html, package_version_html
 from processors.base import Processor, ProcessorOutput
 from processors.outputs import FileFacts, file_facts
+from processors.styles import style_for
 
 STAGING_PREFIX = ".staging-"  # + version, uuid, pid@host of the installing process
 _thread_locks: dict[Path, threading.Lock] = {}
@@ -397,6 +398,7 @@ def build_resource(
         "synthetic": output.synthetic or any(f.synthetic for f in facts),
         "dimensions": [d.as_json() for d in output.dimensions],
         "files": files,
+        "style": style_for(processor.name),  # how clients should draw it (processors/styles.py)
     }
     resource.update(output.extra)
     return resource

@@ -241,7 +241,9 @@ def test_create_package_progress_and_load_into_project(dock, served, message_bar
     layer = layers[0]
     assert isinstance(layer, QgsVectorLayer) and layer.isValid()
     assert layer.featureCount() == 6
-    assert layer.renderer().type() == "singleSymbol" and layer.renderer().symbol().color().alpha() == 90  # styled polygons
+    # drawn as its style spec says (processors/styles.py via the resource's `style`): outlines
+    assert report.added[0] is layer and layer.renderer().type() == "singleSymbol"
+    assert layer.renderer().symbol().color().alpha() == 0 and layer.renderer().symbol().symbolLayer(0).strokeColor().name() == "#1b4f72"
     assert layer.id() in project.mapLayers()
     # the boundary outline on top of the group: no fill, an outline, the boundary's polygon
     outline = report.outline
