@@ -267,7 +267,6 @@ def main() -> int:
         plugin = qgis_plugin.classFactory(iface)
         plugin.initGui()
         dock = plugin.dock
-        dock.ui.urlEdit.setText(url) if hasattr(dock.ui, "urlEdit") else None
         dock.connect_backend()
         wait_for(dock.processors_listed, 60)
         project = QgsProject.instance()

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Optional
 
-from qgis.core import QgsApplication, QgsAuthMethodConfig, QgsSettings
+from qgis.core import QgsApplication, QgsAuthMethodConfig
 
-from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
+from .__about__ import PLUGIN_NAME
+from .settings import settings
 
-AUTHCFG_SETTING = f"{SETTINGS_PREFIX}/authcfg"
 AUTH_METHOD = "Basic"
 AUTH_USERNAME = "api-token"
 AUTH_CONFIG_NAME = f"{PLUGIN_NAME} API token"
@@ -43,7 +43,7 @@ def auth_unavailable_reason() -> str:
 
 def stored_authcfg() -> str:
     """The id of the auth configuration holding the token ('' when none)."""
-    return QgsSettings().value(AUTHCFG_SETTING, "", type=str) or ""
+    return settings.authcfg
 
 
 def load_token(authcfg: Optional[str] = None) -> str:
@@ -72,14 +72,13 @@ def save_token(token: str) -> str:
     if reason:
         raise TokenStoreError(reason)
     manager = _manager()
-    settings = QgsSettings()
     existing = stored_authcfg()
     if existing and existing not in manager.configIds():
         existing = ""
     if not token:
         if existing:
             manager.removeAuthenticationConfig(existing)
-        settings.remove(AUTHCFG_SETTING)
+        settings.authcfg = ""
         return ""
     config = QgsAuthMethodConfig(AUTH_METHOD)
     config.setName(AUTH_CONFIG_NAME)
@@ -96,7 +95,7 @@ def save_token(token: str) -> str:
     if not ok or not config.id():
         raise TokenStoreError("the QGIS authentication database did not accept the token "
                               "(is the master password set? see Settings > Options > Authentication)")
-    settings.setValue(AUTHCFG_SETTING, config.id())
+    settings.authcfg = config.id()
     return config.id()
 
 

@@ -15,8 +15,8 @@ from qgis.PyQt.QtCore import QByteArray, QObject, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from .auth import bearer_header
+from .settings import DEFAULT_URL
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_MS = 15000
 
 

@@ -18,27 +18,27 @@ from qgis.core import (
     QgsGeometry,
     QgsMessageLog,
     QgsProject,
-    QgsSettings,
     QgsWkbTypes,
 )
 from qgis.gui import QgsDockWidget, QgsRubberBand
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor
-from qgis.PyQt.QtWidgets import QFrame, QListWidgetItem, QProgressBar, QScrollArea, QTableWidgetItem, QTreeWidgetItem, QWidget
+from qgis.PyQt.QtWidgets import QHeaderView, QListWidgetItem, QMessageBox, QProgressBar, QTableWidgetItem, QTreeWidgetItem, QWidget
 
-from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
-from .auth import TokenStoreError, auth_unavailable_reason, load_token, save_token, stored_authcfg
-from .backend_client import DEFAULT_URL, BackendClient
+from .__about__ import PLUGIN_NAME
+from .auth import auth_unavailable_reason, load_token, stored_authcfg
+from .backend_client import BackendClient
 from .geometry import NoPolygonsError, selected_polygons_geojson
 from .layers import SYNTHETIC_NOTE, LayerInserter, LoadReport, existing_sources
 from .loader import DownloadPackageTask, cache_dir, local_package_roots, package_files
-from .local_backend import LocalBackend, autopkg_command, is_loopback_url
+from .local_backend import LocalBackend, autopkg_command, is_loopback_url, keep_running
+from .settings import CONFIRM_BYTES, CONFIRM_LAYERS, settings
 from .map_tool import WGS84, PickBoundaryMapTool
 
 UI_PATH = Path(__file__).resolve().parent / "ui" / "dock.ui"
-URL_SETTING = f"{SETTINGS_PREFIX}/backend_url"
-AUTOLOAD_SETTING = f"{SETTINGS_PREFIX}/auto_load"
+FINAL_STATES = ("SUCCESS", "SKIPPED", "REVOKED", "FAILURE")
+SHOWN_STATE = {"REVOKED": "CANCELLED"}  # what a user calls a revoked task
 SEARCH_DELAY_MS = 300
 POLL_INTERVAL_MS = 500
 MAX_POLL_ERRORS = 3
@@ -144,16 +144,10 @@ class CcgDockWidget(QgsDockWidget):
         self.canvas = iface.mapCanvas()
         self.ui = QWidget()
         uic.loadUi(str(UI_PATH), self.ui)
-        scroll = QScrollArea(self)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.NoFrame)
-        scroll.setWidget(self.ui)
-        self.setWidget(scroll)
+        self.setWidget(self.ui)  # tabs: it fits QGIS's default 298 px dock width, no scroll bars
 
-        settings = QgsSettings()
-        self.client = BackendClient(settings.value(URL_SETTING, DEFAULT_URL, type=str) or DEFAULT_URL, self)
-        self.ui.urlEdit.setText(self.client.base_url)
-        self.ui.autoLoadCheck.setChecked(settings.value(AUTOLOAD_SETTING, True, type=bool))
+        self.client = BackendClient(settings.backend_url, self)
+        self.ui.autoLoadCheck.setChecked(settings.auto_load)
 
         self.connected = False
         self.boundary: Optional[dict[str, Any]] = None
@@ -172,8 +166,8 @@ class CcgDockWidget(QgsDockWidget):
         self.estimates: dict[str, dict[str, Any]] = {}  # processor -> estimate for self.boundary
         self._estimate_seq = 0
         self.local_backend: Optional[LocalBackend] = None
-        self._token_reason = auth_unavailable_reason()
-        self._update_token_field()
+        self._job_started_here = False
+        self._restoring = False
 
         self.rubber_band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
         self.rubber_band.setStrokeColor(QColor(230, 60, 30))
@@ -194,11 +188,9 @@ class CcgDockWidget(QgsDockWidget):
         self.poll_timer.timeout.connect(self.poll_job)
 
         ui = self.ui
-        ui.connectButton.clicked.connect(self.connect_backend)
-        ui.tokenEdit.returnPressed.connect(self.connect_backend)
-        ui.forgetTokenButton.clicked.connect(self.forget_token)
+        ui.connectButton.clicked.connect(lambda: self.connect_backend())
+        ui.optionsButton.clicked.connect(lambda: self.iface.showOptionsDialog(self.iface.mainWindow(), PLUGIN_NAME))
         ui.startBackendButton.clicked.connect(self.start_local_backend)
-        ui.urlEdit.returnPressed.connect(self.connect_backend)
         ui.searchEdit.textEdited.connect(lambda _: self.search_timer.start())
         ui.boundaryList.itemClicked.connect(self._boundary_item_chosen)
         ui.boundaryList.itemActivated.connect(self._boundary_item_chosen)
@@ -213,14 +205,23 @@ class CcgDockWidget(QgsDockWidget):
         ui.loadPackageButton.clicked.connect(self.load_selected_package)
         ui.packagesTree.itemSelectionChanged.connect(lambda: ui.loadPackageButton.setEnabled(self.selected_package() is not None))
         ui.packagesTree.itemDoubleClicked.connect(lambda *_: self.load_selected_package())
-        ui.autoLoadCheck.toggled.connect(lambda on: QgsSettings().setValue(AUTOLOAD_SETTING, on))
-        ui.progressTable.horizontalHeader().setStretchLastSection(True)
+        ui.autoLoadCheck.toggled.connect(lambda on: setattr(settings, "auto_load", on))
+        ui.processorList.itemChanged.connect(lambda _item: self._datasets_changed())
+        header = ui.progressTable.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.Fixed)
+        header.resizeSection(2, 48)
+        ui.packagesTree.header().setSectionResizeMode(0, QHeaderView.Stretch)
+        ui.packagesTree.header().setStretchLastSection(False)
+        ui.packagesTree.header().setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        self.restore_boundary()
         # shown (by the user, or by QGIS restoring the window state) and not connected: connect
         self.visibilityChanged.connect(self._visibility_changed)
 
     def _visibility_changed(self, visible: bool) -> None:
         if visible and not self.connected and not self._connecting and not self._closed:
-            self.connect_backend()
+            self.connect_backend(quiet=True)  # at start: a calm status, no error the user did not ask for
 
     # -- messages -----------------------------------------------------------------------------
     def report_error(self, context: str, message: str, level=Qgis.Critical) -> None:
@@ -239,33 +240,41 @@ class CcgDockWidget(QgsDockWidget):
         QgsMessageLog.logMessage(message, PLUGIN_NAME, level)
 
     # -- backend connection -----------------------------------------------------------------
-    def connect_backend(self) -> None:
-        url = self.ui.urlEdit.text().strip() or DEFAULT_URL
-        self.client.base_url = url
-        self.ui.urlEdit.setText(self.client.base_url)
-        QgsSettings().setValue(URL_SETTING, self.client.base_url)
+    def connect_backend(self, quiet: bool = False) -> None:
+        """Connect to the backend of the settings (Settings → Options). `quiet`: nothing running
+        there is a status line with "Start local backend", not an error message."""
+        self.client.base_url = settings.backend_url
         self.apply_token()
         self.ui.stateLabel.setText(f"Connecting to {self.client.base_url}…")
         self._connecting = True
-        self.client.liveness(on_success=self._connected, on_error=self._connection_failed)
+        self.client.liveness(on_success=self._connected, on_error=lambda m, s: self._connection_failed(m, s, quiet))
 
     def _connected(self, _data: Any) -> None:
         self._connecting = False
         self.connected = True
         self.ui.startBackendButton.setVisible(False)
+        self.ui.connectButton.setText("Reconnect")
         self.ui.stateLabel.setText(f"Connected to {self.client.base_url}")
         self.connection_changed.emit(True)
         self.refresh_processors()
         self.refresh_packages()
 
-    def _connection_failed(self, message: str, status: Optional[int]) -> None:
+    def _connection_failed(self, message: str, status: Optional[int], quiet: bool = False) -> None:
         self._connecting = False
         self.connected = False
-        self.ui.stateLabel.setText(f"Not connected: {message}")
         local = status is None and is_loopback_url(self.client.base_url)
         starting = self.local_backend is not None and self.local_backend.running()
         self.ui.startBackendButton.setVisible(local and not starting)
+        self.ui.connectButton.setText("Connect")
         self.connection_changed.emit(False)
+        if status is None:
+            self.ui.stateLabel.setText(f"No backend running at {self.client.base_url}."
+                                       + (" Start one here, or run `autopkg serve`." if local else " Start it with `autopkg serve`."))
+        else:
+            self.ui.stateLabel.setText(f"Not connected: {message}")
+        if quiet:
+            QgsMessageLog.logMessage(f"no backend at {self.client.base_url}: {message}", PLUGIN_NAME, Qgis.Info)
+            return
         hint = "press “Start local backend”, or start it with `autopkg serve` (or `make run`) and press Connect" if local else \
             "start it with `autopkg serve` (or `make run`) and press Connect"
         self.report_error(f"Cannot reach the backend at {self.client.base_url}", f"{message}. To fix: {hint}.")
@@ -275,57 +284,28 @@ class CcgDockWidget(QgsDockWidget):
         has_token = bool(self.client.token)
         self.ui.stateLabel.setText(
             f"Connected to {self.client.base_url}, but it refuses the requests (HTTP 401): "
-            + ("the API token is wrong — enter the right one and press Connect" if has_token
-               else "it needs an API token — enter it and press Connect"))
+            + ("the API token is wrong" if has_token else "it needs an API token")
+            + " — set it in Settings → Options → CCG AutoPackaging")
         self.report_error(f"{context}: the backend at {self.client.base_url} needs an API token (HTTP 401)",
-                          f"{message}. Enter the token in the panel's token field and press Connect.")
-
-    # -- API token (QGIS authentication database) ---------------------------------------------
-    def _update_token_field(self) -> None:
-        edit = self.ui.tokenEdit
-        if self._token_reason:
-            edit.setEnabled(False)
-            self.ui.forgetTokenButton.setEnabled(False)
-            edit.setPlaceholderText("API token unavailable: QGIS authentication system off")
-            edit.setToolTip(f"The API token is kept only in the QGIS authentication database, which is not usable: {self._token_reason}")
-            return
-        stored = stored_authcfg()
-        edit.setPlaceholderText(f"API token stored (QGIS authentication, {stored})" if stored else "API token (optional)")
-        self.ui.forgetTokenButton.setEnabled(bool(stored))
+                          f"{message}. Enter the token in Settings → Options → {PLUGIN_NAME} and press Connect.")
 
     def apply_token(self) -> None:
-        """A token typed in the field is stored in the QGIS authentication database (only its
-        authcfg id goes to the settings) and cleared from the field; else the stored one is used."""
-        if self._token_reason:
+        """The stored token (QGIS authentication database), if any. Reading it may make QGIS ask
+        for the master password: the message bar says why first."""
+        if auth_unavailable_reason() or not stored_authcfg():
             self.client.token = ""
             return
-        typed = self.ui.tokenEdit.text().strip()
-        if typed:
-            try:
-                save_token(typed)
-            except TokenStoreError as exc:
-                self.report_error("API token not stored", f"{exc}; it is used for this session only", Qgis.Warning)
-            self.client.token = typed
-            self.ui.tokenEdit.clear()
-        else:
-            self.client.token = load_token()
-        self._update_token_field()
-
-    def forget_token(self) -> None:
-        try:
-            save_token("")
-        except TokenStoreError as exc:
-            self.report_error("API token", str(exc), Qgis.Warning)
-        self.client.token = ""
-        self.ui.tokenEdit.clear()
-        self._update_token_field()
+        if not QgsApplication.authManager().masterPasswordIsSet():
+            self.report_info("QGIS will ask for your master password: it unlocks the backend's API token, "
+                             "kept encrypted in the QGIS authentication database.")
+        self.client.token = load_token()
 
     # -- local backend ------------------------------------------------------------------------
     def start_local_backend(self) -> None:
         """Start `autopkg serve --port <port of the URL>` as a child process; connect when ready."""
         if self.local_backend is not None and self.local_backend.running():
             return
-        url = self.ui.urlEdit.text().strip() or DEFAULT_URL
+        url = settings.backend_url
         if not is_loopback_url(url):
             self.report_error("Start local backend", f"{url} is not on this machine", Qgis.Warning)
             return
@@ -374,11 +354,13 @@ class CcgDockWidget(QgsDockWidget):
         if len(text) < 2:
             self.ui.boundaryList.clear()
             return
-        self.client.search_name(
-            text,
-            on_success=lambda results: seq == self._search_seq and self.show_boundaries(results),
-            on_error=lambda message, _s: self.report_error(f"Boundary search {text!r} failed", message),
-        )
+        def failed(message: str, _status: Optional[int]) -> None:
+            if seq == self._search_seq:
+                self.ui.boundaryList.clear()  # no stale results under a failed search
+                self.report_error(f"Boundary search {text!r} failed", message)
+
+        self.client.search_name(text, on_success=lambda results: seq == self._search_seq and self.show_boundaries(results, text),
+                                on_error=failed)
 
     def search_point(self, longitude: float, latitude: float) -> None:
         self._search_seq += 1
@@ -396,8 +378,12 @@ class CcgDockWidget(QgsDockWidget):
         self.client.search_point(latitude, longitude, on_success=found,
                                  on_error=lambda message, _s: self.report_error("Boundary search at the clicked point failed", message))
 
-    def show_boundaries(self, results: list[dict[str, Any]]) -> None:
+    def show_boundaries(self, results: list[dict[str, Any]], query: str = "") -> None:
         self.ui.boundaryList.clear()
+        if not results and query:
+            item = QListWidgetItem(f"No boundary matches “{query}”")
+            item.setFlags(Qt.NoItemFlags)
+            self.ui.boundaryList.addItem(item)
         for boundary in results:
             item = QListWidgetItem(f"{boundary.get('name_long') or boundary['name']}  ({boundary['name']})")
             item.setData(BOUNDARY_ROLE, boundary)
@@ -405,16 +391,19 @@ class CcgDockWidget(QgsDockWidget):
         self.boundaries_listed.emit(results)
 
     def _boundary_item_chosen(self, item: QListWidgetItem) -> None:
-        self.choose_boundary(item.data(BOUNDARY_ROLE))
+        if item.data(BOUNDARY_ROLE):
+            self.choose_boundary(item.data(BOUNDARY_ROLE))
 
     def choose_boundary(self, boundary: dict[str, Any]) -> None:
         """Make `boundary` ({name, name_long}) the chosen one; fetch its polygon to draw it."""
         self.boundary = dict(boundary)
         for row in range(self.ui.boundaryList.count()):
             item = self.ui.boundaryList.item(row)
-            if item.data(BOUNDARY_ROLE).get("name") == boundary["name"]:
+            if (item.data(BOUNDARY_ROLE) or {}).get("name") == boundary["name"]:
                 self.ui.boundaryList.setCurrentItem(item)
         self.ui.boundaryLabel.setText(f"Chosen: {boundary.get('name_long') or boundary['name']} ({boundary['name']})")
+        settings.last_boundary = boundary
+        self._datasets_changed()
         self.fetch_estimates()
         self.client.boundary(boundary["name"], on_success=self.draw_boundary,
                              on_error=lambda message, _s: self.report_error(f"Boundary {boundary['name']!r}", message))
@@ -438,6 +427,41 @@ class CcgDockWidget(QgsDockWidget):
         self.canvas.setExtent(extent)
         self.canvas.refresh()
         self.boundary_chosen.emit(boundary)
+
+    def restore_boundary(self) -> None:
+        """The boundary chosen in an earlier session (drawn only when chosen again)."""
+        last = settings.last_boundary
+        if last:
+            self.boundary = last
+            self.ui.boundaryLabel.setText(f"Chosen: {last.get('name_long') or last['name']} ({last['name']})")
+            self._datasets_changed()
+
+    def _datasets_changed(self) -> None:
+        """Create is possible with a boundary and datasets; the summary says what it would give."""
+        checked = self.checked_processors()
+        self.ui.createButton.setEnabled(bool(self.boundary and checked) and not (self.job_id and self.poll_timer.isActive()))
+        self.ui.loadButton.setEnabled(bool(self.boundary))
+        if not self._restoring:
+            settings.checked_datasets = checked
+        self.ui.summaryLabel.setText(self.submission_summary())
+
+    def submission_summary(self) -> str:
+        checked = self.checked_processors()
+        if not self.boundary:
+            return "Choose a boundary (Boundary tab)"
+        if not checked:
+            return f"{self.boundary.get('name_long') or self.boundary['name']}: tick the datasets to cut"
+        size, files = self.estimated_total(checked)
+        known = sum(1 for n in checked if n in self.estimates)
+        text = f"{self.boundary.get('name_long') or self.boundary['name']}: {len(checked)} dataset(s)"
+        if known:
+            text += f", ~{human_size(size)}, {files} layer(s)" + ("" if known == len(checked) else " (some sizes unknown)")
+        return text
+
+    def estimated_total(self, names: list[str]) -> tuple[int, int]:
+        """(bytes, files) of the estimates known for `names`."""
+        known = [self.estimates[n] for n in names if n in self.estimates]
+        return sum(int(e.get("bytes") or 0) for e in known), sum(int(e.get("files") or 1) for e in known)
 
     def set_pick_mode(self, on: bool) -> None:
         if on:
@@ -484,7 +508,8 @@ class CcgDockWidget(QgsDockWidget):
         self.client.processors(on_success=self.show_processors, on_error=failed)
 
     def show_processors(self, datasets: list[dict[str, Any]]) -> None:
-        checked = set(self.checked_processors())
+        checked = set(self.checked_processors()) or set(settings.checked_datasets)
+        self._restoring = True
         self.ui.processorList.clear()
         self.processor_versions.clear()
         for dataset in datasets:
@@ -497,6 +522,8 @@ class CcgDockWidget(QgsDockWidget):
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 item.setCheckState(Qt.Checked if name in checked else Qt.Unchecked)
                 self.ui.processorList.addItem(item)
+        self._restoring = False
+        self._datasets_changed()
         self.filter_processors(self.ui.processorFilter.text())
         self.processors_listed.emit(datasets)
         if self.boundary and self.boundary.get("name") and not self.estimates:
@@ -542,6 +569,7 @@ class CcgDockWidget(QgsDockWidget):
             if isinstance(estimate, dict) and estimate.get("bytes") is not None:
                 self.estimates[name] = estimate
                 self._refresh_processor_item(name)
+                self.ui.summaryLabel.setText(self.submission_summary())
             settled(name)
 
         for name in names:
@@ -582,18 +610,29 @@ class CcgDockWidget(QgsDockWidget):
             self.report_error("Create package", "tick at least one dataset", Qgis.Warning)
             return
         boundary = self.boundary["name"]
+        size, files = self.estimated_total(processors)
+        if (size > CONFIRM_BYTES or files > CONFIRM_LAYERS) and not self.confirm(
+                f"Create a package of {len(processors)} dataset(s) for {self.boundary.get('name_long') or boundary}?\n\n"
+                f"Estimated ~{human_size(size)} in {files} layer(s)."):
+            return
         self.ui.createButton.setEnabled(False)
         self.ui.jobLabel.setText(f"Submitting {len(processors)} dataset(s) for {boundary}…")
 
         def failed(message: str, _status: Optional[int]) -> None:
-            self.ui.createButton.setEnabled(True)
+            self._datasets_changed()
             self.ui.jobLabel.setText(f"Not submitted: {message}")
             self.report_error(f"Create package for {boundary!r}", message)
 
         self.client.submit_job(boundary, processors, on_success=lambda data: self.follow_job(data["job_id"], boundary, processors), on_error=failed)
 
+    def confirm(self, question: str) -> bool:
+        """Asked before a large submission (tests replace it)."""
+        return QMessageBox.question(self, PLUGIN_NAME, question, QMessageBox.Yes | QMessageBox.No, QMessageBox.No) == QMessageBox.Yes
+
     def follow_job(self, job_id: str, boundary: str, processors: list[str]) -> None:
         self.job_id, self.job_boundary, self.job_status = job_id, boundary, None
+        self._job_started_here = True
+        self.ui.overallProgress.setFormat("%p%")
         self._poll_errors = 0
         table = self.ui.progressTable
         table.setRowCount(0)
@@ -619,6 +658,7 @@ class CcgDockWidget(QgsDockWidget):
         table.setItem(row, 1, QTableWidgetItem("PENDING"))
         bar = QProgressBar()
         bar.setRange(0, 100)
+        bar.setTextVisible(False)
         table.setCellWidget(row, 2, bar)
         self._progress_rows[name] = row
         return row
@@ -642,8 +682,9 @@ class CcgDockWidget(QgsDockWidget):
         self._poll_errors += 1
         if status == 404 or self._poll_errors >= MAX_POLL_ERRORS:
             self.poll_timer.stop()
+            self._job_started_here = False
             self.ui.cancelButton.setEnabled(False)
-            self.ui.createButton.setEnabled(True)
+            self._datasets_changed()
             self.ui.jobLabel.setText(f"Lost job {job_id}: {message}")
             self.report_error(f"Following job {job_id}", message)
 
@@ -662,14 +703,17 @@ class CcgDockWidget(QgsDockWidget):
             progress = p.get("job_progress") or {}
             state = p.get("job_status", "")
             task = progress.get("current_task") or ""
-            text = state if state in ("SUCCESS", "SKIPPED", "REVOKED", "FAILURE") or not task else f"{state}: {task}"
-            table.item(row, 1).setText(text)
+            table.item(row, 1).setText(SHOWN_STATE.get(state, state))
             result = p.get("job_result") or {}
-            if state == "FAILURE":
-                table.item(row, 1).setToolTip(str(result.get("failed") or result))
-            table.cellWidget(row, 2).setValue(int(round(progress.get("percent_complete") or 0)))
-        overall = int(round(status.get("job_group_percent_complete") or 0))
-        self.ui.overallProgress.setValue(overall)
+            table.item(row, 1).setToolTip(str(result.get("failed") or result) if state == "FAILURE" else task)
+            table.item(row, 0).setToolTip(f"{p['processor_name']}: {task}" if task else p["processor_name"])
+            if state not in ("REVOKED", "FAILURE"):  # a cancelled or failed task did not get to 100 %
+                table.cellWidget(row, 2).setValue(int(round(progress.get("percent_complete") or 0)))
+        cancelled = bool(status.get("job_group_cancelled"))
+        if cancelled:
+            self.ui.overallProgress.setFormat("Cancelled at %p%")
+        else:
+            self.ui.overallProgress.setValue(int(round(status.get("job_group_percent_complete") or 0)))
         group_status = status.get("job_group_status", "")
         self.ui.jobLabel.setText(f"Job for {self.job_boundary}: {group_status}{' (cancelled)' if status.get('job_group_cancelled') else ''}")
         self.job_updated.emit(status)
@@ -678,8 +722,9 @@ class CcgDockWidget(QgsDockWidget):
 
     def job_complete(self, status: dict[str, Any]) -> None:
         self.poll_timer.stop()
+        self._job_started_here = False
         self.ui.cancelButton.setEnabled(False)
-        self.ui.createButton.setEnabled(True)
+        self._datasets_changed()
         processors = status.get("job_group_processors", [])
         states = {p["processor_name"]: p.get("job_status") for p in processors}
         for p in processors:
@@ -756,7 +801,27 @@ class CcgDockWidget(QgsDockWidget):
             self.report_error(f"Package {name!r}", "some files could not be loaded: " + "; ".join(report.failed), Qgis.Warning)
         if report.synthetic:
             self.report_info(f"Package {name}: {SYNTHETIC_NOTE}", Qgis.Warning)
+        self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)  # the outline layer shows the boundary now
+        self.zoom_to(report)
         self.package_loaded.emit(report)
+
+    def zoom_to(self, report: LoadReport) -> None:
+        """The canvas on the package: its boundary outline, else its layers."""
+        layers = [report.outline] if report.outline is not None else report.added + report.existing
+        extent = None
+        destination = self.canvas.mapSettings().destinationCrs()
+        for layer in layers:
+            box = layer.extent()
+            if destination.isValid() and layer.crs().isValid() and layer.crs() != destination:
+                box = QgsCoordinateTransform(layer.crs(), destination, QgsProject.instance()).transformBoundingBox(box)
+            if extent is None:
+                extent = box
+            else:
+                extent.combineExtentWith(box)
+        if extent is not None and not extent.isEmpty():
+            extent.scale(1.05)
+            self.canvas.setExtent(extent)
+            self.canvas.refresh()
 
     def refresh_packages(self) -> None:
         """List the backend's packages, then each package's datasets (one request per package)."""
@@ -784,6 +849,10 @@ class CcgDockWidget(QgsDockWidget):
 
             def datasets(package: dict[str, Any], item=item, name=name) -> None:
                 if seq is not None and seq != self._packages_seq:
+                    return
+                if not package.get("datasets"):  # a cancelled or failed first job: nothing to load
+                    tree.takeTopLevelItem(tree.indexOfTopLevelItem(item))
+                    settled(name)
                     return
                 title = (package.get("datapackage") or {}).get("title")
                 if title:
@@ -820,6 +889,12 @@ class CcgDockWidget(QgsDockWidget):
     def shutdown(self) -> None:
         """Stop timers, abort requests and tasks, and remove what this panel put on the canvas."""
         self._closed = True
+        if self.local_backend is not None and self._job_started_here and self.job_id:
+            # a job is running on the backend this panel started: it keeps running, never killed mid-job
+            keep_running(self.local_backend)
+            QgsMessageLog.logMessage(f"left the local backend running (pid {self.local_backend.pid()}): job {self.job_id} is unfinished",
+                                     PLUGIN_NAME, Qgis.Warning)
+            self.local_backend = None
         self.stop_local_backend()
         self.search_timer.stop()
         self.poll_timer.stop()

@@ -44,7 +44,7 @@ from .styles import apply_style, layer_metadata, style_outline
 RASTER_EXTENSIONS = {".tif", ".tiff", ".vrt", ".nc", ".asc", ".img", ".jp2"}
 VECTOR_EXTENSIONS = {".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".csv", ".parquet"}
 MAX_VISIBLE = 5  # visible layers of one package, its boundary outline included
-SLICE_MS = 40  # GUI-thread work per event-loop turn while inserting layers
+SLICE_MS = 25  # GUI-thread work per event-loop turn while inserting layers
 EXPANDED_MAX_CHILDREN = 12  # a dataset group with more direct children starts collapsed
 SYNTHETIC_NOTE = ("SYNTHETIC: made from synthetic stand-ins for the real sources (offline sample mirror); "
                   "the values are NOT real data.")

@@ -15,27 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from qgis.core import QgsApplication, QgsFeedback, QgsNetworkAccessManager, QgsSettings, QgsTask
+from qgis.core import QgsFeedback, QgsNetworkAccessManager, QgsTask
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QEventLoop, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkAccessManager, QNetworkReply, QNetworkRequest
 
-from .__about__ import PLUGIN_NAME, SETTINGS_PREFIX
+from .__about__ import PLUGIN_NAME
 from .backend_client import error_message
 from .layers import BuiltLayers, Selection, build_layers, plan_package
+from .settings import settings
 
 FETCH_SHARE = 50.0  # task progress: fetching the files up to 50 %, opening them the rest
-CACHE_SETTING = f"{SETTINGS_PREFIX}/cache_dir"
-
-
-def default_cache_dir() -> Path:
-    return Path(QgsApplication.qgisSettingsDirPath()) / "ccg_autopkg_cache"
 
 
 def cache_dir() -> Path:
-    """The download cache: setting `ccg_autopkg/cache_dir`, default under the QGIS profile."""
-    configured = QgsSettings().value(CACHE_SETTING, "", type=str)
-    return Path(configured) if configured else default_cache_dir()
+    """The download cache (setting `ccg_autopkg/cache_dir`, default under the QGIS profile)."""
+    return settings.cache_dir
 
 
 def sha256_of(path: Path) -> str:
@@ -79,8 +74,6 @@ def package_files(package: dict[str, Any], absolute: Callable[[str], str]) -> li
 
 
 # -- fetching (any thread: a QgsTask's run() or a processing algorithm) -------------------------
-LOCAL_ROOT_SETTING = f"{SETTINGS_PREFIX}/local_package_root"
-USE_LOCAL_SETTING = f"{SETTINGS_PREFIX}/use_local_packages"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 OUTLINE_FILE = "boundary.geojson"
 CANCEL_CHECK_MS = 100
@@ -109,10 +102,9 @@ def local_package_roots(base_url: str) -> list[Path]:
     (`CCGAUTOPKG_LOCALFS_STORAGE_BACKEND_ROOT`, `CCGAUTOPKG_DATA_DIR/packages`, the per-user data
     folder). A local file is only ever used when its size and sha256 match the package's.
     """
-    settings = QgsSettings()
-    if not settings.value(USE_LOCAL_SETTING, True, type=bool):
+    if not settings.use_local_packages:
         return []
-    explicit = settings.value(LOCAL_ROOT_SETTING, "", type=str)
+    explicit = settings.local_package_root
     if explicit:
         return [Path(explicit)] if Path(explicit).is_dir() else []
     if QUrl(base_url).host().lower() not in LOOPBACK_HOSTS:

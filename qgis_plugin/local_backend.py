@@ -13,13 +13,12 @@ import shlex
 import shutil
 from typing import Optional
 
-from qgis.core import QgsSettings
 from qgis.PyQt.QtCore import QObject, QProcess, QTimer, QUrl, pyqtSignal
 
-from .__about__ import PLUGIN_DIR, SETTINGS_PREFIX
+from .__about__ import PLUGIN_DIR
 from .backend_client import BackendClient
+from .settings import settings
 
-COMMAND_SETTING = f"{SETTINGS_PREFIX}/autopkg_command"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 READY_POLL_MS = 250
 READY_TIMEOUT_MS = 90_000
@@ -27,6 +26,14 @@ KILL_AFTER_MS = 5_000
 OUTPUT_TAIL_CHARS = 4000
 
 _stopping: set["LocalBackend"] = set()  # processes being stopped after their owner went away
+_kept: set["LocalBackend"] = set()  # left running when the plugin unloaded (a job of theirs was unfinished)
+
+
+def keep_running(backend: "LocalBackend") -> None:
+    """Leave `backend` running after its owner goes away (until QGIS exits)."""
+    backend._poll.stop()
+    backend._deadline.stop()
+    _kept.add(backend)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -40,7 +47,7 @@ def url_port(url: str) -> int:
 
 def autopkg_command() -> list[str]:
     """The command that runs `autopkg` ([] when none is found)."""
-    configured = (QgsSettings().value(COMMAND_SETTING, "", type=str) or "").strip()
+    configured = settings.autopkg_command
     if configured:
         if configured.startswith("["):
             try:

@@ -1,27 +1,24 @@
-"""The plugin object: menu, toolbar and dock; `unload()` removes exactly what `initGui()` added."""
+"""The plugin object: its entries in the Plugins menu and toolbar, the dock, the options page and
+the processing provider; `unload()` removes exactly what `initGui()` added."""
 from __future__ import annotations
 
 from typing import Optional
 
-from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QMenu, QToolBar
+from qgis.PyQt.QtCore import Qt, QUrl
+from qgis.PyQt.QtGui import QDesktopServices, QIcon
+from qgis.PyQt.QtWidgets import QAction, QMessageBox
 
-from .__about__ import ICON_PATH, PLUGIN_NAME
-
-MENU_OBJECT_NAME = "CcgAutoPackagingMenu"
-TOOLBAR_OBJECT_NAME = "CcgAutoPackagingToolbar"
+from .__about__ import ICON_PATH, PLUGIN_NAME, __summary__, __uri_homepage__, __version__
 
 
 class CcgAutoPackagingPlugin:
     def __init__(self, iface):
         self.iface = iface
-        self.menu: Optional[QMenu] = None
-        self.toolbar: Optional[QToolBar] = None
         self.dock = None
         self.actions: list[QAction] = []
         self.toggle_action: Optional[QAction] = None
         self.provider = None
+        self.options_factory = None
 
     # -- QGIS plugin API ------------------------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802
@@ -38,16 +35,15 @@ class CcgAutoPackagingPlugin:
 
     def initGui(self) -> None:  # noqa: N802
         from .dock import CcgDockWidget
+        from .options import OptionsFactory
 
         self.initProcessing()
-
         main = self.iface.mainWindow()
-        icon = QIcon(ICON_PATH)
 
         self.dock = CcgDockWidget(self.iface, main)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
 
-        self.toggle_action = QAction(icon, f"{PLUGIN_NAME} panel", main)
+        self.toggle_action = QAction(QIcon(ICON_PATH), f"{PLUGIN_NAME} panel", main)
         self.toggle_action.setObjectName("CcgAutoPackagingTogglePanel")
         self.toggle_action.setCheckable(True)
         self.toggle_action.setToolTip("Show or hide the CCG AutoPackaging panel")
@@ -58,42 +54,35 @@ class CcgAutoPackagingPlugin:
         pick = QAction("Pick boundary on map", main)
         pick.setObjectName("CcgAutoPackagingPick")
         pick.triggered.connect(self._pick_on_map)
-
         load = QAction("Load package of the chosen boundary", main)
         load.setObjectName("CcgAutoPackagingLoad")
         load.triggered.connect(lambda: self.dock.load_package())
+        options = QAction("Options…", main)
+        options.setObjectName("CcgAutoPackagingOptions")
+        options.triggered.connect(lambda: self.iface.showOptionsDialog(main, PLUGIN_NAME))
+        help_ = QAction("Help", main)
+        help_.setObjectName("CcgAutoPackagingHelp")
+        help_.triggered.connect(lambda: QDesktopServices.openUrl(QUrl(__uri_homepage__)))
+        about = QAction(f"About {PLUGIN_NAME}", main)
+        about.setObjectName("CcgAutoPackagingAbout")
+        about.triggered.connect(self.about)
+        self.actions = [self.toggle_action, pick, load, options, help_, about]
+        for action in self.actions:
+            self.iface.addPluginToMenu(PLUGIN_NAME, action)
+        self.iface.addToolBarIcon(self.toggle_action)  # the plugins toolbar: no toolbar row of our own
 
-        connect = QAction("Connect to backend", main)
-        connect.setObjectName("CcgAutoPackagingConnect")
-        connect.triggered.connect(lambda: self.dock.connect_backend())
-
-        self.actions = [self.toggle_action, pick, load, connect]
-
-        self.menu = QMenu(PLUGIN_NAME, main)
-        self.menu.setObjectName(MENU_OBJECT_NAME)
-        self.menu.addActions(self.actions)
-        menu_bar = main.menuBar()
-        before = None
-        try:
-            before = self.iface.firstRightStandardMenu()
-        except Exception:  # not every iface implementation has it
-            before = None
-        if isinstance(before, QMenu):
-            menu_bar.insertMenu(before.menuAction(), self.menu)
-        else:
-            menu_bar.addMenu(self.menu)
-
-        self.toolbar = self.iface.addToolBar(PLUGIN_NAME)
-        self.toolbar.setObjectName(TOOLBAR_OBJECT_NAME)
-        self.toolbar.addAction(self.toggle_action)
+        self.options_factory = OptionsFactory(on_applied=lambda: self.dock.connect_backend(), message_bar=self.iface.messageBar())
+        self.iface.registerOptionsWidgetFactory(self.options_factory)
 
     def unload(self) -> None:
-        main = self.iface.mainWindow()
         if self.provider is not None:
             from qgis.core import QgsApplication
 
             QgsApplication.processingRegistry().removeProvider(self.provider)  # deletes the provider
             self.provider = None
+        if self.options_factory is not None:
+            self.iface.unregisterOptionsWidgetFactory(self.options_factory)
+            self.options_factory = None
         if self.dock is not None:
             self.dock.shutdown()
             self.iface.removeDockWidget(self.dock)
@@ -101,25 +90,21 @@ class CcgAutoPackagingPlugin:
             self.dock.setParent(None)
             self.dock.deleteLater()
             self.dock = None
-        if self.toolbar is not None:
-            self.toolbar.clear()
-            main.removeToolBar(self.toolbar)
-            self.toolbar.setParent(None)
-            self.toolbar.deleteLater()
-            self.toolbar = None
-        if self.menu is not None:
-            main.menuBar().removeAction(self.menu.menuAction())
-            self.menu.clear()
-            self.menu.setParent(None)
-            self.menu.deleteLater()
-            self.menu = None
+        if self.toggle_action is not None:
+            self.iface.removeToolBarIcon(self.toggle_action)
         for action in self.actions:
+            self.iface.removePluginMenu(PLUGIN_NAME, action)
             action.setParent(None)
             action.deleteLater()
         self.actions = []
         self.toggle_action = None
 
     # -- handlers -------------------------------------------------------------------------------
+    def about(self) -> None:
+        QMessageBox.about(self.iface.mainWindow(), f"About {PLUGIN_NAME}",
+                          f"<b>{PLUGIN_NAME} {__version__}</b><p>{__summary__}</p>"
+                          f'<p><a href="{__uri_homepage__}">{__uri_homepage__}</a></p>')
+
     def _toggle_dock(self, on: bool) -> None:
         if self.dock is None:
             return
@@ -134,4 +119,5 @@ class CcgAutoPackagingPlugin:
     def _pick_on_map(self) -> None:
         if self.toggle_action is not None and not self.toggle_action.isChecked():
             self.toggle_action.setChecked(True)
+        self.dock.ui.tabs.setCurrentWidget(self.dock.ui.boundaryTab)
         self.dock.ui.pickButton.setChecked(True)

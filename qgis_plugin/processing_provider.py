@@ -29,27 +29,25 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingProvider,
     QgsProject,
-    QgsSettings,
 )
 from qgis.PyQt.QtCore import QThread
 from qgis.PyQt.QtGui import QIcon
 
-from .__about__ import ICON_PATH, PLUGIN_NAME, SETTINGS_PREFIX, __version__
+from .__about__ import ICON_PATH, PLUGIN_NAME, __version__
 from .auth import bearer_header, load_token
-from .backend_client import DEFAULT_URL
 from .blocking_client import BackendRequestError, BlockingClient
 from .geometry import NoPolygonsError, dissolve_to_wgs84, geometry_to_geojson
 from .layers import SYNTHETIC_NOTE, BuiltLayers, LayerInserter, build_layers, plan_package
 from .loader import cache_dir, fetch_package, local_package_roots, package_files
+from .settings import settings
 
 PROVIDER_ID = "ccg_autopkg"
-URL_SETTING = f"{SETTINGS_PREFIX}/backend_url"
 POLL_SECONDS = 0.5
 JOB_SHARE = 80.0  # progress: the job up to 80 %, fetching the files the rest
 
 
 def default_backend_url() -> str:
-    return QgsSettings().value(URL_SETTING, DEFAULT_URL, type=str) or DEFAULT_URL
+    return settings.backend_url
 
 
 def _auth_headers(token: str) -> dict[bytes, bytes]:

@@ -52,10 +52,10 @@ def plugin(qgis_iface, qgis_new_project, plugin_settings, message_bar):
 
 
 @pytest.fixture
-def dock(plugin, served, qtbot):
+def dock(plugin, served, plugin_settings, qtbot):
     """The panel connected to a real `autopkg serve` on loopback, processors listed."""
     panel = plugin.dock
-    panel.ui.urlEdit.setText(served.url)
+    plugin_settings.setValue("ccg_autopkg/backend_url", served.url)
     with qtbot.waitSignal(panel.processors_listed, timeout=20000):
         panel.connect_backend()
     assert panel.connected

@@ -42,30 +42,37 @@ def settings_values() -> list[str]:
 
 # -- API token -------------------------------------------------------------------------------------
 
-def test_token_kept_in_the_auth_database_and_sent_as_bearer(backend, plugin, auth_master_password, message_bar, qtbot):
+def test_token_kept_in_the_auth_database_and_sent_as_bearer(backend, plugin, plugin_settings, auth_master_password, message_bar, qtbot):
+    from qgis_plugin.options import OptionsPage
+
     backend.env["CCGAUTOPKG_API_TOKEN"] = TOKEN
     backend.serve()
     dock = plugin.dock
-    assert dock.ui.tokenEdit.isEnabled() and dock.ui.tokenEdit.echoMode() == dock.ui.tokenEdit.Password
-    dock.ui.urlEdit.setText(backend.url)
+    page = OptionsPage(message_bar=message_bar)  # Settings → Options → CCG AutoPackaging
+    assert page.ui.tokenEdit.isEnabled() and page.ui.tokenEdit.echoMode() == page.ui.tokenEdit.Password
+    assert "master password" in page.ui.tokenNote.text(), "the page explains before QGIS asks"
+    page.ui.urlEdit.setText(backend.url)
+    page.apply()
+    assert plugin_settings.value("ccg_autopkg/backend_url") == backend.url
     # no token: liveness answers, the data routes say 401: a clear message, no exception
     with qtbot.waitSignal(dock.error_reported, timeout=15000) as error:
         dock.connect_backend()
     assert "needs an API token (HTTP 401)" in error.args[0]
-    assert "missing or wrong API token" in error.args[0] and "token field" in error.args[0]
+    assert "missing or wrong API token" in error.args[0] and "Settings → Options → CCG AutoPackaging" in error.args[0]
     assert "HTTP 401" in dock.ui.stateLabel.text() and "needs an API token" in dock.ui.stateLabel.text()
     assert dock.ui.processorList.count() == 0
     assert len(messages(message_bar, Qgis.Critical)) == 1, "one message, not one per refused request"
 
-    # the token typed and Connect: stored in the auth database, only the authcfg id in the settings
-    dock.ui.tokenEdit.setText(TOKEN)
+    # the token typed on the options page, OK: stored in the auth database, only its id in the settings
+    page.ui.tokenEdit.setText(TOKEN)
     with qtbot.waitSignal(dock.processors_listed, timeout=15000):
-        dock.ui.connectButton.click()
-    assert dock.ui.tokenEdit.text() == "", "the token does not stay in the widget"
+        page.applied.connect(dock.connect_backend)
+        page.apply()
+    assert page.ui.tokenEdit.text() == "", "the token does not stay in the widget"
     authcfg = QgsSettings().value("ccg_autopkg/authcfg", "", type=str)
     manager = QgsApplication.authManager()
     assert authcfg and authcfg in manager.configIds()
-    assert authcfg in dock.ui.tokenEdit.placeholderText()
+    assert authcfg in page.ui.tokenEdit.placeholderText()
     from qgis_plugin.auth import load_token
 
     assert load_token() == TOKEN
@@ -94,42 +101,42 @@ def test_token_kept_in_the_auth_database_and_sent_as_bearer(backend, plugin, aut
     assert not messages(message_bar, Qgis.Critical)[1:], messages(message_bar, Qgis.Critical)
 
     # forget: removed from the auth database and the settings
-    dock.forget_token()
+    page.forget_token()
     assert authcfg not in manager.configIds()
     assert QgsSettings().value("ccg_autopkg/authcfg", "", type=str) == ""
-    assert dock.client.token == "" and not dock.ui.forgetTokenButton.isEnabled()
+    assert dock.client.token == "" and not page.ui.forgetTokenButton.isEnabled()
 
 
 def test_token_field_disabled_without_a_usable_auth_database(qgis_iface, qgis_new_project, plugin_settings, monkeypatch):
-    import qgis_plugin
-    import qgis_plugin.dock
+    import qgis_plugin.options
+    from qgis_plugin.options import OptionsPage
 
-    monkeypatch.setattr(qgis_plugin.dock, "auth_unavailable_reason", lambda: "Authentication system is DISABLED: test")
-    instance = qgis_plugin.classFactory(qgis_iface)
-    instance.initGui()
-    try:
-        dock = instance.dock
-        assert not dock.ui.tokenEdit.isEnabled() and not dock.ui.forgetTokenButton.isEnabled()
-        assert "DISABLED: test" in dock.ui.tokenEdit.toolTip()
-        dock.ui.tokenEdit.setText("typed anyway")
-        dock.apply_token()  # no plain-text fallback: nothing stored, nothing sent
-        assert dock.client.token == "" and plugin_settings.value("ccg_autopkg/authcfg", "", type=str) == ""
-    finally:
-        instance.unload()
+    monkeypatch.setattr(qgis_plugin.options, "auth_unavailable_reason", lambda: "Authentication system is DISABLED: test")
+    page = OptionsPage()
+    assert not page.ui.tokenEdit.isEnabled() and not page.ui.forgetTokenButton.isEnabled()
+    assert "DISABLED: test" in page.ui.tokenEdit.toolTip()
+    page.ui.tokenEdit.setText("typed anyway")
+    page.apply()  # no plain-text fallback: nothing stored anywhere
+    assert plugin_settings.value("ccg_autopkg/authcfg", "", type=str) == ""
+    assert not any("typed anyway" in v for v in settings_values())
 
 
 # -- start a local backend --------------------------------------------------------------------
 
-def test_start_local_backend_connects_and_unload_stops_it(backend_env, plugin, plugin_settings, message_bar, qtbot, tmp_path):
-    # an `autopkg` stand-in: this checkout's CLI with the test data folder (seeded boundaries)
-    script = tmp_path / "autopkg"
+def autopkg_stand_in(backend_env: dict, folder: Path) -> Path:
+    """An `autopkg` command: this checkout's CLI with the test data folder (seeded boundaries)."""
+    script = folder / "autopkg"
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in backend_env.items() if k.startswith("CCGAUTOPKG_") or k == "PYTHONPATH")
     script.write_text(f"#!/bin/sh\n{exports}cd {shlex.quote(str(ROOT))}\nexec {shlex.quote(sys.executable)} -m backend.cli \"$@\"\n")
     script.chmod(0o755)
-    plugin_settings.setValue("ccg_autopkg/autopkg_command", str(script))
+    return script
+
+
+def test_start_local_backend_connects_and_unload_stops_it(backend_env, plugin, plugin_settings, message_bar, qtbot, tmp_path):
+    plugin_settings.setValue("ccg_autopkg/autopkg_command", str(autopkg_stand_in(backend_env, tmp_path)))
     dock = plugin.dock
     url = f"http://127.0.0.1:{free_port()}"
-    dock.ui.urlEdit.setText(url)
+    plugin_settings.setValue("ccg_autopkg/backend_url", url)
     assert dock.ui.startBackendButton.isHidden()
     with qtbot.waitSignal(dock.connection_changed, timeout=15000):
         dock.connect_backend()
@@ -156,6 +163,42 @@ def test_start_local_backend_connects_and_unload_stops_it(backend_env, plugin, p
     plugin.unload()
     assert time.monotonic() - started < 0.5, "unload does not wait for the child"
     qtbot.waitUntil(lambda: not pid_alive(pid), timeout=15000)
+
+
+def test_unload_mid_job_leaves_the_started_backend_running(backend_env, plugin, plugin_settings, qtbot, tmp_path):
+    """Unloading the plugin while a job it submitted runs on the backend it started: the backend
+    keeps running and finishes the job (it used to be killed, the job ending FAILURE)."""
+    import os
+    import signal
+
+    import requests
+
+    backend_env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "4"
+    plugin_settings.setValue("ccg_autopkg/autopkg_command", str(autopkg_stand_in(backend_env, tmp_path)))
+    url = f"http://127.0.0.1:{free_port()}"
+    plugin_settings.setValue("ccg_autopkg/backend_url", url)
+    dock = plugin.dock
+    with qtbot.waitSignal(dock.processors_listed, timeout=60000):
+        dock.start_local_backend()
+    pid = dock.local_backend.pid()
+    try:
+        with qtbot.waitSignal(dock.boundary_chosen, timeout=10000):
+            dock.choose_boundary({"name": "gambia", "name_long": "Gambia"})
+        dock.set_checked_processors(["test_processor.version_1"])
+        with qtbot.waitSignal(dock.job_updated, timeout=10000):
+            dock.create_package()
+        job = dock.job_id
+        plugin.unload()
+        assert pid_alive(pid), "left running: a job of the panel's is unfinished"
+        deadline = time.monotonic() + 30
+        while (status := requests.get(f"{url}/v1/jobs/{job}", timeout=5).json())["job_group_status"] != "COMPLETE":
+            assert time.monotonic() < deadline, status
+            qtbot.wait(200)
+        assert [p["job_status"] for p in status["job_group_processors"]] == ["SUCCESS"]
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)  # serve stops its worker child with it
+        qtbot.waitUntil(lambda: not pid_alive(pid), timeout=20000)
 
 
 def test_autopkg_command_resolution(plugin_settings, monkeypatch):

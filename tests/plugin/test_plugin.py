@@ -16,11 +16,12 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRectangle,
+    QgsSettings,
     QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsMapMouseEvent, QgsRubberBand
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt, QTimer
-from qgis.PyQt.QtWidgets import QAction, QApplication, QMenu, QToolBar
+from qgis.PyQt.QtWidgets import QAction, QApplication, QCheckBox, QLabel, QLineEdit, QPushButton, QToolBar
 
 from tests.plugin.conftest import messages
 
@@ -67,24 +68,35 @@ def test_about_prefers_metadata_inside_the_plugin_folder(tmp_path):
     assert out[0] == str(folder / "metadata.txt") and out[1].startswith("9.9.9-")
 
 
-def test_load_and_unload_twice_leave_nothing_behind(qgis_iface, qgis_new_project, plugin_settings):
+def test_load_and_unload_twice_leave_nothing_behind(qgis_iface, qgis_new_project, plugin_settings, monkeypatch):
+    """Entries in the Plugins menu and the plugins toolbar (no menu or toolbar of its own), an
+    options page, Help and About; unload() takes back exactly those."""
     import qgis_plugin
 
     main = qgis_iface.mainWindow()
     canvas = qgis_iface.mapCanvas()
+    menu, toolbar, factories = [], [], []
+    monkeypatch.setattr(qgis_iface, "addPluginToMenu", lambda name, action: menu.append((name, action)), raising=False)
+    monkeypatch.setattr(qgis_iface, "removePluginMenu", lambda name, action: menu.remove((name, action)), raising=False)
+    monkeypatch.setattr(qgis_iface, "addToolBarIcon", toolbar.append, raising=False)
+    monkeypatch.setattr(qgis_iface, "removeToolBarIcon", toolbar.remove, raising=False)
+    monkeypatch.setattr(qgis_iface, "registerOptionsWidgetFactory", factories.append, raising=False)
+    monkeypatch.setattr(qgis_iface, "unregisterOptionsWidgetFactory", factories.remove, raising=False)
     before_menus = list(main.menuBar().actions())
+    before_toolbars = main.findChildren(QToolBar)
     before_bands = len(rubber_bands(canvas))
     before_tool = canvas.mapTool()
     for _ in range(2):
         plugin = qgis_plugin.classFactory(qgis_iface)
         plugin.initGui()
-        menus = [a.menu() for a in main.menuBar().actions() if a.menu() is not None]
-        ours = [m for m in menus if m.title() == "CCG AutoPackaging"]
-        assert len(ours) == 1
-        assert [a.text() for a in ours[0].actions()][:2] == ["CCG AutoPackaging panel", "Pick boundary on map"]
-        assert len(main.findChildren(QToolBar, "CcgAutoPackagingToolbar")) == 1
+        assert {name for name, _a in menu} == {"CCG AutoPackaging"}
+        assert [a.text() for _n, a in menu] == ["CCG AutoPackaging panel", "Pick boundary on map", "Load package of the chosen boundary",
+                                                "Options…", "Help", "About CCG AutoPackaging"]
+        assert toolbar == [plugin.toggle_action] and not plugin.toggle_action.icon().isNull()
+        assert len(factories) == 1 and factories[0].title() == "CCG AutoPackaging"
+        assert list(main.menuBar().actions()) == before_menus, "no top-level menu of its own"
+        assert main.findChildren(QToolBar) == before_toolbars, "no toolbar row of its own"
         assert len(main.findChildren(QgsDockWidget, "CcgAutoPackagingDock")) == 1
-        assert not plugin.toggle_action.icon().isNull()
         plugin.toggle_action.setChecked(True)  # shows the dock (tries to connect: nothing listens, fine)
         assert not plugin.dock.isHidden()
         plugin.toggle_action.setChecked(False)
@@ -92,21 +104,63 @@ def test_load_and_unload_twice_leave_nothing_behind(qgis_iface, qgis_new_project
         assert canvas.mapTool() is plugin.dock.map_tool
         plugin.unload()
         flush_deletes()
-        assert list(main.menuBar().actions()) == before_menus
-        assert main.findChildren(QToolBar, "CcgAutoPackagingToolbar") == []
+        assert menu == [] and toolbar == [] and factories == []
         assert main.findChildren(QgsDockWidget, "CcgAutoPackagingDock") == []
-        assert main.findChildren(QMenu, "CcgAutoPackagingMenu") == []
         assert [a for a in main.findChildren(QAction) if a.objectName().startswith("CcgAutoPackaging")] == []
         assert canvas.mapTool() is before_tool
         assert len(rubber_bands(canvas)) == before_bands
         assert plugin.actions == [] and plugin.dock is None
 
 
+DEFAULT_DOCK_WIDTH = 298  # QGIS's default width of a right-hand dock
+
+
+def test_panel_fits_the_default_dock_width(plugin, qtbot):
+    """Nothing cut off at 298 px: every tab's labels, buttons and the tab bar fit, no scroll bar."""
+    dock = plugin.dock
+    dock.setFloating(True)
+    dock.resize(DEFAULT_DOCK_WIDTH, 900)
+    dock.show()
+    dock.ui.startBackendButton.setVisible(True)  # the widest state of the status row
+    assert dock.minimumSizeHint().width() <= DEFAULT_DOCK_WIDTH, dock.minimumSizeHint().width()
+    tabs = dock.ui.tabs
+    assert tabs.tabBar().sizeHint().width() <= tabs.width(), "every tab title shown"
+    for index in range(tabs.count()):
+        tabs.setCurrentIndex(index)
+        QApplication.processEvents()
+        for widget in dock.findChildren((QPushButton, QCheckBox, QLabel, QLineEdit)):
+            if not widget.isVisible():
+                continue
+            assert widget.width() >= widget.minimumSizeHint().width(), f"{widget.objectName()} cut off on tab {tabs.tabText(index)}"
+            right = widget.mapTo(dock, widget.rect().topRight()).x()
+            assert right <= dock.width(), f"{widget.objectName()} beyond the panel's edge"
+    assert dock.width() == DEFAULT_DOCK_WIDTH
+
+
+def test_metadata_declares_the_processing_provider():
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "metadata.txt", encoding="utf-8")
+    assert parser["general"]["hasProcessingProvider"] == "yes"
+
+
+def test_calm_start_without_a_backend(qgis_iface, plugin, plugin_settings, message_bar, qtbot):
+    """Shown at start with nothing listening: a status line and "Start local backend", no error."""
+    dock = plugin.dock
+    qgis_iface.mainWindow().addDockWidget(Qt.RightDockWidgetArea, dock)  # as QGIS does
+    qgis_iface.mainWindow().show()
+    plugin_settings.setValue("ccg_autopkg/backend_url", f"http://127.0.0.1:{free_port()}")
+    with qtbot.waitSignal(dock.connection_changed, timeout=15000):
+        plugin.toggle_action.setChecked(True)
+    assert messages(message_bar, Qgis.Critical, Qgis.Warning) == []
+    assert dock.ui.stateLabel.text().startswith("No backend running at http://127.0.0.1:")
+    assert dock.ui.startBackendButton.isVisibleTo(dock)
+
+
 # -- backend down / errors ---------------------------------------------------------------------
 
 def test_backend_down_gives_a_clear_message(plugin, message_bar, qtbot):
     dock = plugin.dock
-    dock.ui.urlEdit.setText(f"http://127.0.0.1:{free_port()}")
+    QgsSettings().setValue("ccg_autopkg/backend_url", f"http://127.0.0.1:{free_port()}")
     with qtbot.waitSignal(dock.connection_changed, timeout=15000) as signal:
         dock.connect_backend()
     assert signal.args == [False]
@@ -114,7 +168,7 @@ def test_backend_down_gives_a_clear_message(plugin, message_bar, qtbot):
     assert len(critical) == 1
     assert "Cannot reach the backend at http://127.0.0.1:" in critical[0]
     assert "refused" in critical[0].lower()
-    assert dock.ui.stateLabel.text().startswith("Not connected")
+    assert dock.ui.stateLabel.text().startswith("No backend running at")
     # nothing chosen: a warning, no request, no exception
     dock.create_package()
     assert any("choose a boundary first" in m for m in messages(message_bar, Qgis.Warning))
@@ -282,7 +336,7 @@ def test_cancel_shows_revoked(backend, backend_env, plugin, qtbot):
     backend_env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "20"
     backend.serve(workers=1)
     dock = plugin.dock
-    dock.ui.urlEdit.setText(backend.url)
+    QgsSettings().setValue("ccg_autopkg/backend_url", backend.url)
     with qtbot.waitSignal(dock.processors_listed, timeout=20000):
         dock.connect_backend()
     with qtbot.waitSignal(dock.boundary_chosen, timeout=10000):
@@ -298,8 +352,11 @@ def test_cancel_shows_revoked(backend, backend_env, plugin, qtbot):
     assert status["job_group_cancelled"] is True
     states = {p["processor_name"]: p["job_status"] for p in status["job_group_processors"]}
     assert set(states.values()) == {"REVOKED"}, states
-    assert dock.processor_state("test_processor.version_1")[0] == "REVOKED"
-    assert dock.processor_state("test_fail_processor.version_1")[0] == "REVOKED"
+    # shown as cancelled, not as done: no 100 % anywhere
+    for name in ("test_processor.version_1", "test_fail_processor.version_1"):
+        state, percent = dock.processor_state(name)
+        assert state == "CANCELLED" and percent < 100
+    assert dock.ui.overallProgress.value() < 100 and dock.ui.overallProgress.format().startswith("Cancelled")
     assert "(cancelled)" in dock.ui.jobLabel.text()
 
 
@@ -346,7 +403,7 @@ def test_backend_dying_mid_job_is_reported(backend, backend_env, plugin, message
     backend_env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "20"
     serve = backend.serve(workers=1)
     dock = plugin.dock
-    dock.ui.urlEdit.setText(backend.url)
+    QgsSettings().setValue("ccg_autopkg/backend_url", backend.url)
     with qtbot.waitSignal(dock.processors_listed, timeout=20000):
         dock.connect_backend()
     with qtbot.waitSignal(dock.boundary_chosen, timeout=10000):
