@@ -1,19 +1,20 @@
 """Run inside a real QGIS (`qgis --code docs/screenshot_qgis.py`) by `make screenshot`.
 
-The plugin is enabled in the profile; this script shows its panel, chooses the boundary named in
-CCGAUTOPKG_SCREENSHOT_BOUNDARY, loads that boundary's package from the backend, waits for the layers,
-zooms to them and saves the main window to CCGAUTOPKG_SCREENSHOT_OUT, then exits.
+The plugin is enabled in the profile; this script docks its panel at QGIS's default width
+(298 px), chooses the boundary named in CCGAUTOPKG_SCREENSHOT_BOUNDARY, loads that boundary's
+package through the panel, waits until the layers are in (styled, one visible per dataset,
+dimension groups in the layer tree) and saves the main window to CCGAUTOPKG_SCREENSHOT_OUT.
 """
 import os
 import time
 
-from qgis.core import QgsProject
-from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.utils import iface, plugins
 
-BOUNDARY = os.environ.get("CCGAUTOPKG_SCREENSHOT_BOUNDARY", "kenya")
+BOUNDARY = os.environ.get("CCGAUTOPKG_SCREENSHOT_BOUNDARY", "tanzania")
 OUT = os.environ["CCGAUTOPKG_SCREENSHOT_OUT"]
-DEADLINE = time.monotonic() + 90
+DOCK_WIDTH = 298  # QGIS's default dock width
+DEADLINE = time.monotonic() + 240
 
 
 def finish(code: int) -> None:
@@ -22,39 +23,30 @@ def finish(code: int) -> None:
 
 def start() -> None:
     plugin = plugins.get("ccg_autopkg")
-    if plugin is None or plugin.dock is None:
+    if plugin is None or plugin.dock is None or not plugin.dock.connected:
         if time.monotonic() > DEADLINE:
-            print("screenshot: the ccg_autopkg plugin did not load", flush=True)
+            print("screenshot: the ccg_autopkg plugin did not load or connect", flush=True)
             finish(1)
+        if plugin is not None and plugin.dock is not None and not plugin.dock.isVisible():
+            plugin.toggle_action.setChecked(True)
         QTimer.singleShot(500, start)
         return
-    iface.mainWindow().showMaximized()
-    plugin.dock.show()
-    plugin.dock.raise_()
-    plugin.dock.ui.searchEdit.setText(BOUNDARY)
-    plugin.dock.choose_boundary({"name": BOUNDARY, "name_long": BOUNDARY.title()})
-    plugin.dock.load_package(BOUNDARY)
-    QTimer.singleShot(500, lambda: wait_for_layers(plugin))
+    main = iface.mainWindow()
+    main.showMaximized()
+    dock = plugin.dock
+    dock.raise_()
+    main.resizeDocks([dock], [DOCK_WIDTH], Qt.Horizontal)
+    dock.package_loaded.connect(lambda report: QTimer.singleShot(5000, lambda: save(dock)))
+    dock.slices_asked.connect(lambda dialog: QTimer.singleShot(1500, dialog.accept))  # every slice
+    dock.choose_boundary({"name": BOUNDARY, "name_long": BOUNDARY.title()})
+    dock.set_checked_processors(["storm.global_mosaics_version_1", "wri_aqueduct.version_2", "natural_earth_admin1.version_1"])
+    dock.ui.tabs.setCurrentWidget(dock.ui.datasetsTab)
+    dock.load_package(BOUNDARY)
+    QTimer.singleShot(int((DEADLINE - time.monotonic()) * 1000), lambda: (print("screenshot: no package loaded", flush=True), finish(1)))
 
 
-def wait_for_layers(plugin) -> None:
-    layers = [l for l in QgsProject.instance().mapLayers().values() if l.isValid()]
-    if len(layers) < 1:
-        if time.monotonic() > DEADLINE:
-            print("screenshot: no layer was loaded", flush=True)
-            finish(1)
-        QTimer.singleShot(500, lambda: wait_for_layers(plugin))
-        return
-    extent = None
-    for layer in layers:
-        e = iface.mapCanvas().mapSettings().layerExtentToOutputExtent(layer, layer.extent())
-        extent = e if extent is None else (extent.combineExtentWith(e) or extent)
-    iface.mapCanvas().setExtent(extent)
-    iface.mapCanvas().refresh()
-    QTimer.singleShot(4000, save)
-
-
-def save() -> None:
+def save(dock) -> None:
+    print(f"screenshot: panel {dock.width()} px wide", flush=True)
     ok = iface.mainWindow().grab().save(OUT)
     print(f"screenshot: saved {OUT}" if ok else f"screenshot: could not write {OUT}", flush=True)
     finish(0 if ok else 1)

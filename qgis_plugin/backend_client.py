@@ -15,6 +15,7 @@ from qgis.PyQt.QtCore import QByteArray, QObject, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from .auth import bearer_header
+from . import contract
 from .settings import DEFAULT_URL
 
 TIMEOUT_MS = 15000
@@ -97,49 +98,52 @@ class BackendClient(QObject):
 
     # -- API calls ----------------------------------------------------------------------------
     def liveness(self, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get("/v1/liveness", on_success=on_success, on_error=on_error)
+        return self.get(contract.LIVENESS, on_success=on_success, on_error=on_error)
 
     def processors(self, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get("/v1/processors", on_success=on_success, on_error=on_error)
+        return self.get(contract.PROCESSORS, on_success=on_success, on_error=on_error)
+
+    def boundaries(self, on_success: Success, on_error: Failure) -> QNetworkReply:
+        return self.get(contract.BOUNDARIES, on_success=on_success, on_error=on_error)
 
     def search_name(self, name: str, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get("/v1/boundaries/search", {"name": name}, on_success=on_success, on_error=on_error)
+        return self.get(contract.BOUNDARY_SEARCH, {"name": name}, on_success=on_success, on_error=on_error)
 
     def search_point(self, latitude: float, longitude: float, on_success: Success, on_error: Failure) -> QNetworkReply:
         params = {"latitude": repr(float(latitude)), "longitude": repr(float(longitude))}
-        return self.get("/v1/boundaries/search", params, on_success=on_success, on_error=on_error)
+        return self.get(contract.BOUNDARY_SEARCH, params, on_success=on_success, on_error=on_error)
 
     def boundary(self, name: str, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get(f"/v1/boundaries/{quote(name, safe='')}", on_success=on_success, on_error=on_error)
+        return self.get(contract.BOUNDARY.format(name=quote(name, safe='')), on_success=on_success, on_error=on_error)
 
     def package(self, boundary_name: str, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get(f"/v1/packages/{quote(boundary_name, safe='')}", on_success=on_success, on_error=on_error)
+        return self.get(contract.PACKAGE.format(boundary_name=quote(boundary_name, safe='')), on_success=on_success, on_error=on_error)
 
     def submit_job(self, boundary_name: str, processors: list[str], on_success: Success, on_error: Failure) -> QNetworkReply:
         body = {"boundary_name": boundary_name, "processors": list(processors)}
-        return self.post_json("/v1/jobs", body, on_success=on_success, on_error=on_error)
+        return self.post_json(contract.JOBS, body, on_success=on_success, on_error=on_error)
 
     def packages(self, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get("/v1/packages", on_success=on_success, on_error=on_error)
+        return self.get(contract.PACKAGES, on_success=on_success, on_error=on_error)
 
     def upload_boundary(self, geojson: dict[str, Any], on_success: Success, on_error: Failure,
                         name: str | None = None, name_long: str | None = None) -> QNetworkReply:
         """`POST /v1/boundaries`: a custom polygon (GeoJSON in EPSG:4326); answers the boundary."""
-        return self.post_json("/v1/boundaries", geojson, {"name": name, "name_long": name_long}, on_success=on_success, on_error=on_error)
+        return self.post_json(contract.BOUNDARIES, geojson, {"name": name, "name_long": name_long}, on_success=on_success, on_error=on_error)
 
     def job(self, job_id: str, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get(f"/v1/jobs/{quote(job_id, safe='')}", on_success=on_success, on_error=on_error)
+        return self.get(contract.JOB.format(job_id=quote(job_id, safe='')), on_success=on_success, on_error=on_error)
 
     def cancel_job(self, job_id: str, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.delete(f"/v1/jobs/{quote(job_id, safe='')}", on_success=on_success, on_error=on_error)
+        return self.delete(contract.JOB.format(job_id=quote(job_id, safe='')), on_success=on_success, on_error=on_error)
 
     def readiness(self, on_success: Success, on_error: Failure) -> QNetworkReply:
-        return self.get("/v1/readiness", on_success=on_success, on_error=on_error)
+        return self.get(contract.READINESS, on_success=on_success, on_error=on_error)
 
     def estimate(self, processor: str, boundary_name: str, on_success: Success, on_error: Failure) -> QNetworkReply:
         """`GET /v1/processors/{dataset}/{version}/estimate`: `{bytes, files, method}` for a boundary."""
         dataset, _, version = processor.partition(".")
-        path = f"/v1/processors/{quote(dataset, safe='')}/{quote(version or processor, safe='')}/estimate"
+        path = contract.PROCESSOR_ESTIMATE.format(name=quote(dataset, safe=''), version=quote(version or processor, safe=''))
         return self.get(path, {"boundary_name": boundary_name}, on_success=on_success, on_error=on_error)
 
     # -- verbs --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
 from qgis.PyQt.QtCore import QByteArray
 from qgis.PyQt.QtNetwork import QNetworkRequest
 
+from . import contract
 from .backend_client import api_request, error_message, join_url, normalise_base_url
 
 
@@ -38,22 +39,22 @@ class BlockingClient:
 
     # -- API ------------------------------------------------------------------------------------
     def boundary(self, name: str) -> dict[str, Any]:
-        return self.get(f"/v1/boundaries/{quote(name, safe='')}")
+        return self.get(contract.BOUNDARY.format(name=quote(name, safe='')))
 
     def upload_boundary(self, geojson: dict[str, Any], name: str | None = None, name_long: str | None = None) -> dict[str, Any]:
-        return self.post_json("/v1/boundaries", geojson, {"name": name, "name_long": name_long})
+        return self.post_json(contract.BOUNDARIES, geojson, {"name": name, "name_long": name_long})
 
     def package(self, boundary_name: str) -> dict[str, Any]:
-        return self.get(f"/v1/packages/{quote(boundary_name, safe='')}")
+        return self.get(contract.PACKAGE.format(boundary_name=quote(boundary_name, safe='')))
 
     def submit_job(self, boundary_name: str, processors: list[str]) -> str:
-        return self.post_json("/v1/jobs", {"boundary_name": boundary_name, "processors": list(processors)})["job_id"]
+        return self.post_json(contract.JOBS, {"boundary_name": boundary_name, "processors": list(processors)})["job_id"]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self.get(f"/v1/jobs/{quote(job_id, safe='')}")
+        return self.get(contract.JOB.format(job_id=quote(job_id, safe='')))
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return self.delete(f"/v1/jobs/{quote(job_id, safe='')}")
+        return self.delete(contract.JOB.format(job_id=quote(job_id, safe='')))
 
     # -- verbs ----------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:

@@ -29,16 +29,17 @@ from qgis.PyQt.QtWidgets import QHeaderView, QListWidgetItem, QMessageBox, QProg
 from .__about__ import PLUGIN_NAME
 from .auth import auth_unavailable_reason, load_token, stored_authcfg
 from .backend_client import BackendClient
+from .contract import DONE_STATES, GroupStatus, JobState
 from .geometry import NoPolygonsError, selected_polygons_geojson
 from .layers import SYNTHETIC_NOTE, LayerInserter, LoadReport, existing_sources
 from .loader import DownloadPackageTask, cache_dir, local_package_roots, package_files
 from .local_backend import LocalBackend, autopkg_command, is_loopback_url, keep_running
 from .settings import CONFIRM_BYTES, CONFIRM_LAYERS, settings
+from .slices import SliceDialog, has_slices
 from .map_tool import WGS84, PickBoundaryMapTool
 
 UI_PATH = Path(__file__).resolve().parent / "ui" / "dock.ui"
-FINAL_STATES = ("SUCCESS", "SKIPPED", "REVOKED", "FAILURE")
-SHOWN_STATE = {"REVOKED": "CANCELLED"}  # what a user calls a revoked task
+SHOWN_STATE = {JobState.REVOKED.value: "CANCELLED"}  # what a user calls a revoked task
 SEARCH_DELAY_MS = 300
 POLL_INTERVAL_MS = 500
 MAX_POLL_ERRORS = 3
@@ -129,9 +130,11 @@ class CcgDockWidget(QgsDockWidget):
     boundaries_listed = pyqtSignal(list)
     boundary_chosen = pyqtSignal(dict)  # the full boundary (with geometry), once drawn
     processors_listed = pyqtSignal(list)
+    boundary_names_listed = pyqtSignal(list)  # every boundary name of the backend (for Processing's choice list)
     job_updated = pyqtSignal(dict)
     job_finished = pyqtSignal(dict)
-    package_loaded = pyqtSignal(object)  # loader.LoadReport
+    package_loaded = pyqtSignal(object)  # layers.LoadReport
+    slices_asked = pyqtSignal(object)  # the SliceDialog, open
     packages_listed = pyqtSignal(list)  # [{boundary_name, uri}], once every package's datasets are shown
     size_hints_ready = pyqtSignal(str, dict)  # boundary name, {processor: estimate} once every estimate settled
     local_backend_changed = pyqtSignal(str)  # "starting", "ready", "failed", "stopped"
@@ -157,6 +160,7 @@ class CcgDockWidget(QgsDockWidget):
         self.job_status: Optional[dict[str, Any]] = None
         self.task: Optional[DownloadPackageTask] = None
         self.inserter: Optional[LayerInserter] = None
+        self.slice_dialog: Optional[SliceDialog] = None
         self._progress_rows: dict[str, int] = {}
         self._search_seq = 0
         self._polling = False
@@ -258,6 +262,8 @@ class CcgDockWidget(QgsDockWidget):
         self.connection_changed.emit(True)
         self.refresh_processors()
         self.refresh_packages()
+        self.client.boundaries(on_success=lambda found: self.boundary_names_listed.emit([b["name"] for b in found or []]),
+                               on_error=lambda message, _s: QgsMessageLog.logMessage(f"boundary list: {message}", PLUGIN_NAME, Qgis.Info))
 
     def _connection_failed(self, message: str, status: Optional[int], quiet: bool = False) -> None:
         self._connecting = False
@@ -655,7 +661,7 @@ class CcgDockWidget(QgsDockWidget):
         table.insertRow(row)
         version = self.processor_versions.get(name)
         table.setItem(row, 0, QTableWidgetItem(processor_label(version) if version else name))
-        table.setItem(row, 1, QTableWidgetItem("PENDING"))
+        table.setItem(row, 1, QTableWidgetItem(JobState.PENDING.value))
         bar = QProgressBar()
         bar.setRange(0, 100)
         bar.setTextVisible(False)
@@ -705,9 +711,9 @@ class CcgDockWidget(QgsDockWidget):
             task = progress.get("current_task") or ""
             table.item(row, 1).setText(SHOWN_STATE.get(state, state))
             result = p.get("job_result") or {}
-            table.item(row, 1).setToolTip(str(result.get("failed") or result) if state == "FAILURE" else task)
+            table.item(row, 1).setToolTip(str(result.get("failed") or result) if state == JobState.FAILURE else task)
             table.item(row, 0).setToolTip(f"{p['processor_name']}: {task}" if task else p["processor_name"])
-            if state not in ("REVOKED", "FAILURE"):  # a cancelled or failed task did not get to 100 %
+            if state not in (JobState.REVOKED, JobState.FAILURE):  # a cancelled or failed task did not get to 100 %
                 table.cellWidget(row, 2).setValue(int(round(progress.get("percent_complete") or 0)))
         cancelled = bool(status.get("job_group_cancelled"))
         if cancelled:
@@ -717,7 +723,7 @@ class CcgDockWidget(QgsDockWidget):
         group_status = status.get("job_group_status", "")
         self.ui.jobLabel.setText(f"Job for {self.job_boundary}: {group_status}{' (cancelled)' if status.get('job_group_cancelled') else ''}")
         self.job_updated.emit(status)
-        if group_status == "COMPLETE":
+        if group_status == GroupStatus.COMPLETE:
             self.job_complete(status)
 
     def job_complete(self, status: dict[str, Any]) -> None:
@@ -728,17 +734,17 @@ class CcgDockWidget(QgsDockWidget):
         processors = status.get("job_group_processors", [])
         states = {p["processor_name"]: p.get("job_status") for p in processors}
         for p in processors:
-            if p.get("job_status") == "FAILURE":
+            if p.get("job_status") == JobState.FAILURE:
                 result = p.get("job_result") or {}
                 self.report_error(f"{p['processor_name']} failed", str(result.get("failed") or result))
         if status.get("job_group_cancelled"):
             self.report_info(f"Job for {self.job_boundary} cancelled", Qgis.Warning)
         else:
-            done = sum(1 for s in states.values() if s in ("SUCCESS", "SKIPPED"))
+            done = sum(1 for s in states.values() if s in DONE_STATES)
             self.report_info(f"Package {self.job_boundary}: {done} of {len(states)} dataset(s) ready", Qgis.Success if done == len(states) else Qgis.Warning)
         self.job_finished.emit(status)
         self.refresh_packages()
-        if self.ui.autoLoadCheck.isChecked() and any(s in ("SUCCESS", "SKIPPED") for s in states.values()):
+        if self.ui.autoLoadCheck.isChecked() and any(s in DONE_STATES for s in states.values()):
             self.load_package(self.job_boundary)
 
     def cancel_job(self) -> None:
@@ -759,11 +765,31 @@ class CcgDockWidget(QgsDockWidget):
         self.client.package(name, on_success=self.download_package, on_error=lambda message, _s: self.report_error(f"Package {name!r}", message))
 
     def download_package(self, package: dict[str, Any]) -> None:
+        """Load a package; with multi-file datasets, the user first chooses the slices."""
         if self._closed:
             return
-        if self.task is not None or self.inserter is not None:
+        if self.task is not None or self.inserter is not None or self.slice_dialog is not None:
             self.report_error("Load package", "a package is already being loaded", Qgis.Warning)
             return
+        if not has_slices(package):
+            self._start_loading(package, None)
+            return
+        self.slice_dialog = SliceDialog(package, self)
+        self.slice_dialog.finished.connect(lambda result: self._slices_chosen(package, result))
+        self.slice_dialog.open()
+        self.slices_asked.emit(self.slice_dialog)
+
+    def _slices_chosen(self, package: dict[str, Any], result: int) -> None:
+        dialog, self.slice_dialog = self.slice_dialog, None
+        if dialog is None or self._closed:
+            return
+        dialog.deleteLater()
+        if result != dialog.Accepted:
+            self.ui.jobLabel.setText(f"Package {package['boundary_name']}: not loaded")
+            return
+        self._start_loading(package, dialog.selection())
+
+    def _start_loading(self, package: dict[str, Any], selection) -> None:
         files = package_files(package, self.client.url)
         name = package["boundary_name"]
         self.ui.jobLabel.setText(f"Loading package {name} ({len(files)} file(s))…")
@@ -784,7 +810,7 @@ class CcgDockWidget(QgsDockWidget):
 
         self.task = DownloadPackageTask(package, files, cache_dir(), done, base_url=self.client.base_url,
                                         local_roots=local_package_roots(self.client.base_url), token=self.client.token,
-                                        skip=frozenset(existing_sources(QgsProject.instance(), package)))
+                                        selection=selection, skip=frozenset(existing_sources(QgsProject.instance(), package)))
         QgsApplication.taskManager().addTask(self.task)
 
     def _package_inserted(self, name: str, result, report: LoadReport) -> None:
@@ -905,6 +931,8 @@ class CcgDockWidget(QgsDockWidget):
         if self.inserter is not None:
             self.inserter.cancel()
             self.inserter = None
+        if self.slice_dialog is not None:
+            self.slice_dialog.reject()
         if self.canvas.mapTool() is self.map_tool:
             self.canvas.unsetMapTool(self.map_tool)
         self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)

@@ -110,8 +110,26 @@ def is_default_slice(dimensions: list[Dimension], values: dict[str, str]) -> boo
 
 
 def selected(selection: Optional[Selection], dataset: str, values: dict[str, str]) -> bool:
-    chosen = (selection or {}).get(dataset) or {}
-    return all(values.get(name) in allowed for name, allowed in chosen.items())
+    """Whether a file (its dimension values) is in the selection; key "*" applies to every dataset,
+    for the dimensions it has."""
+    selection = selection or {}
+    chosen = selection.get(dataset) or {}
+    anywhere = {k: v for k, v in (selection.get("*") or {}).items() if k in values}
+    return all(values.get(name) in allowed for name, allowed in {**anywhere, **chosen}.items())
+
+
+def selection_from_text(text: str) -> Optional[Selection]:
+    """'return_period=100,1000; model=constant' -> the same choice for every dataset that has
+    those dimensions (None: everything). Raises ValueError on a malformed entry."""
+    chosen: dict[str, set[str]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        name, sep, values = part.partition("=")
+        if not sep or not name.strip() or not values.strip():
+            raise ValueError(f"{part!r} is not dimension=value[,value…]")
+        chosen.setdefault(name.strip(), set()).update(v.strip() for v in values.split(",") if v.strip())
+    return {"*": chosen} if chosen else None
 
 
 def plan_package(package: dict[str, Any], files: list, *, selection: Optional[Selection] = None,

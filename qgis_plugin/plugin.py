@@ -42,6 +42,9 @@ class CcgAutoPackagingPlugin:
 
         self.dock = CcgDockWidget(self.iface, main)
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        # Processing's parameters offer what the backend answered the panel
+        self.dock.processors_listed.connect(self._datasets_listed)
+        self.dock.boundary_names_listed.connect(lambda names: self.provider is not None and self.provider.update_catalogue(boundaries=names))
 
         self.toggle_action = QAction(QIcon(ICON_PATH), f"{PLUGIN_NAME} panel", main)
         self.toggle_action.setObjectName("CcgAutoPackagingTogglePanel")
@@ -100,6 +103,12 @@ class CcgAutoPackagingPlugin:
         self.toggle_action = None
 
     # -- handlers -------------------------------------------------------------------------------
+    def _datasets_listed(self, datasets: list) -> None:
+        from .dock import processor_label
+
+        if self.provider is not None:
+            self.provider.update_catalogue(datasets={v["name"]: processor_label(v) for d in datasets for v in d.get("versions", [])})
+
     def about(self) -> None:
         QMessageBox.about(self.iface.mainWindow(), f"About {PLUGIN_NAME}",
                           f"<b>{PLUGIN_NAME} {__version__}</b><p>{__summary__}</p>"

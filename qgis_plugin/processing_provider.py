@@ -11,6 +11,7 @@ the whole algorithm ran on the GUI thread (a blocking `processing.run()`), they 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from qgis.core import (
@@ -25,6 +26,8 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterString,
     QgsProcessingProvider,
@@ -36,14 +39,29 @@ from qgis.PyQt.QtGui import QIcon
 from .__about__ import ICON_PATH, PLUGIN_NAME, __version__
 from .auth import bearer_header, load_token
 from .blocking_client import BackendRequestError, BlockingClient
+from .contract import DONE_STATES, GroupStatus, JobState
 from .geometry import NoPolygonsError, dissolve_to_wgs84, geometry_to_geojson
-from .layers import SYNTHETIC_NOTE, BuiltLayers, LayerInserter, build_layers, plan_package
+from .layers import SYNTHETIC_NOTE, BuiltLayers, LayerInserter, Selection, build_layers, plan_package, selection_from_text
 from .loader import cache_dir, fetch_package, local_package_roots, package_files
 from .settings import settings
 
 PROVIDER_ID = "ccg_autopkg"
 POLL_SECONDS = 0.5
 JOB_SHARE = 80.0  # progress: the job up to 80 %, fetching the files the rest
+
+
+@dataclass
+class Catalogue:
+    """What the backend answered last (the dock fills it when it connects): dataset versions with
+    their labels and the boundary names. Empty until then: the parameters are free text."""
+
+    datasets: dict[str, str] = field(default_factory=dict)  # processor name -> label
+    boundaries: list[str] = field(default_factory=list)
+
+
+def with_help(parameter: QgsProcessingParameterDefinition, text: str) -> QgsProcessingParameterDefinition:
+    parameter.setHelp(text)
+    return parameter
 
 
 def default_backend_url() -> str:
@@ -65,14 +83,20 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
     """Shared parts: backend URL parameter, fetching and loading a package."""
 
     BACKEND_URL = "BACKEND_URL"
+    BOUNDARY = "BOUNDARY"
+    BOUNDARY_TEXT = "BOUNDARY_TEXT"
     LOAD = "LOAD"
     BOUNDARY_NAME = "BOUNDARY_NAME"
     PACKAGE_FOLDER = "PACKAGE_FOLDER"
     PACKAGE_URL = "PACKAGE_URL"
     LOADED_LAYERS = "LOADED_LAYERS"
 
-    def __init__(self):
+    SLICES = "SLICES"
+
+    def __init__(self, catalogue: Optional[Catalogue] = None):
         super().__init__()
+        self.catalogue = catalogue or Catalogue()
+        self._selection: Optional[Selection] = None
         self._results: dict[str, Any] = {}
         self._to_load: Optional[BuiltLayers] = None
         self._built_on_gui_thread = False
@@ -87,7 +111,42 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
         return QIcon(ICON_PATH)
 
     def _url_parameter(self) -> QgsProcessingParameterString:
-        return QgsProcessingParameterString(self.BACKEND_URL, "Backend URL", defaultValue=default_backend_url())
+        return with_help(QgsProcessingParameterString(self.BACKEND_URL, "Backend URL", defaultValue=default_backend_url()),
+                         "Base URL of the CCG AutoPackaging backend (autopkg serve); default from Settings → Options.")
+
+    def _slices_parameter(self) -> QgsProcessingParameterString:
+        return with_help(QgsProcessingParameterString(self.SLICES, "Slices to load (e.g. return_period=100,1000; model=constant)",
+                                                      optional=True),
+                         "Which files of multi-file datasets become layers: dimension=value[,value…] pairs separated by ';' "
+                         "(dimensions and values as in the package's datapackage.json). Empty: every file.")
+
+    def _boundary_parameter(self) -> QgsProcessingParameterDefinition:
+        """A choice among the backend's boundaries when it answered, else free text."""
+        description = "Boundary"
+        if self.catalogue.boundaries:
+            parameter = QgsProcessingParameterEnum(self.BOUNDARY, description, self.catalogue.boundaries, allowMultiple=False,
+                                                   optional=True, usesStaticStrings=True)
+        else:
+            parameter = QgsProcessingParameterString(self.BOUNDARY, description, optional=True)
+        return with_help(parameter, "A boundary of the backend, by name (e.g. gambia, kenya_nairobi).")
+
+    def _boundary_name(self, parameters, context) -> str:
+        typed = (self.parameterAsString(parameters, self.BOUNDARY_TEXT, context) or "").strip()
+        if typed:
+            return typed
+        if isinstance(self.parameterDefinition(self.BOUNDARY), QgsProcessingParameterEnum):
+            return (self.parameterAsEnumString(parameters, self.BOUNDARY, context) or "").strip()
+        return (self.parameterAsString(parameters, self.BOUNDARY, context) or "").strip()
+
+    def _boundary_text_parameter(self) -> QgsProcessingParameterString:
+        return with_help(QgsProcessingParameterString(self.BOUNDARY_TEXT, "…or a boundary name (free text)", optional=True),
+                         "Any boundary name, e.g. one not listed yet (a custom boundary uploaded meanwhile); wins over the choice.")
+
+    def _read_selection(self, parameters, context) -> None:
+        try:
+            self._selection = selection_from_text(self.parameterAsString(parameters, self.SLICES, context) or "")
+        except ValueError as exc:
+            raise QgsProcessingException(f"Slices: {exc}") from None
 
     def _client(self, parameters, context, feedback) -> BlockingClient:
         url = (self.parameterAsString(parameters, self.BACKEND_URL, context) or "").strip() or default_backend_url()
@@ -118,7 +177,7 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
         self._results[self.PACKAGE_FOLDER] = str(result.folder or "")
         self._results[self.PACKAGE_URL] = client.url(package.get("uri", ""))
         if load:
-            plans = plan_package(package, result.files, outline=result.outline is not None)
+            plans = plan_package(package, result.files, selection=self._selection, outline=result.outline is not None)
             try:  # layers already in the project are dropped when inserted (LayerInserter)
                 self._to_load = build_layers(package, plans, outline=result.outline,
                                              feedback=feedback, progress=lambda p: feedback.setProgress(fetch_end + (100.0 - fetch_end) * p / 100.0))
@@ -156,7 +215,6 @@ class _PackageAlgorithm(QgsProcessingAlgorithm):
 class CreatePackageAlgorithm(_PackageAlgorithm):
     """Submit a job for a boundary (by name, or a polygon layer uploaded as a custom boundary)."""
 
-    BOUNDARY = "BOUNDARY"
     POLYGONS = "POLYGONS"
     PROCESSORS = "PROCESSORS"
     WAIT = "WAIT"
@@ -175,23 +233,36 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
             "Boundary: a boundary name from the backend (e.g. gambia, kenya_nairobi), or a polygon layer "
             "(its polygons, or only the selected ones, are dissolved, reprojected to EPSG:4326 and uploaded "
             "as a custom boundary; a boundary name given with it names the new boundary).\n"
-            "Datasets: comma-separated processor versions, 'dataset.version' "
-            "(e.g. natural_earth_admin1.version_1).\n"
+            "Datasets: the dataset versions to cut (a list from the backend once the panel has connected; "
+            "else comma-separated 'dataset.version', e.g. natural_earth_admin1.version_1).\n"
             "Wait for completion: follow the job, then fetch the package files into the local cache "
-            "(cancelling the algorithm cancels the job). Load into project: add the package as styled layers."
+            "(cancelling the algorithm cancels the job). Load into project: add the package as styled layers, "
+            "only the chosen slices of multi-file datasets (e.g. return_period=100).\n\n"
+            "Works in models and batch mode: outputs are the job id and status, the boundary name, the package "
+            "folder and URL, and the number of layers loaded."
         )
 
     def createInstance(self) -> "CreatePackageAlgorithm":  # noqa: N802
-        return CreatePackageAlgorithm()
+        return CreatePackageAlgorithm(self.catalogue)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(self._url_parameter())
-        self.addParameter(QgsProcessingParameterString(self.BOUNDARY, "Boundary name", optional=True))
-        self.addParameter(QgsProcessingParameterFeatureSource(self.POLYGONS, "or a polygon layer (uploaded as a custom boundary)",
-                                                              [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterString(self.PROCESSORS, "Datasets (comma-separated dataset.version)"))
-        self.addParameter(QgsProcessingParameterBoolean(self.WAIT, "Wait for completion", defaultValue=True))
-        self.addParameter(QgsProcessingParameterBoolean(self.LOAD, "Load into project", defaultValue=True))
+        self.addParameter(self._boundary_parameter())
+        self.addParameter(self._boundary_text_parameter())
+        self.addParameter(with_help(QgsProcessingParameterFeatureSource(self.POLYGONS, "…or a polygon layer (uploaded as a custom boundary)",
+                                                                        [QgsProcessing.TypeVectorPolygon], optional=True),
+                                    "Its polygons (or the selected ones) dissolved, in EPSG:4326, become a new boundary."))
+        if self.catalogue.datasets:
+            names = sorted(self.catalogue.datasets)
+            datasets = QgsProcessingParameterEnum(self.PROCESSORS, "Datasets", names, allowMultiple=True, usesStaticStrings=True)
+        else:
+            datasets = QgsProcessingParameterString(self.PROCESSORS, "Datasets (comma-separated dataset.version)")
+        self.addParameter(with_help(datasets, "The dataset versions to cut to the boundary."))
+        self.addParameter(with_help(QgsProcessingParameterBoolean(self.WAIT, "Wait for completion", defaultValue=True),
+                                    "Follow the job, then fetch the package files into the local cache."))
+        self.addParameter(with_help(QgsProcessingParameterBoolean(self.LOAD, "Load into project", defaultValue=True),
+                                    "Add the package to the project as styled layers (needs Wait for completion)."))
+        self.addParameter(self._slices_parameter())
         self.addOutput(QgsProcessingOutputString(self.JOB_ID, "Job id"))
         self.addOutput(QgsProcessingOutputString(self.JOB_STATUS, "Job status"))
         self.addOutput(QgsProcessingOutputString(self.BOUNDARY_NAME, "Boundary name"))
@@ -201,8 +272,12 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback) -> dict[str, Any]:  # noqa: N802
         client = self._client(parameters, context, feedback)
-        boundary = (self.parameterAsString(parameters, self.BOUNDARY, context) or "").strip()
-        processors = [p.strip() for p in (self.parameterAsString(parameters, self.PROCESSORS, context) or "").replace(";", ",").split(",") if p.strip()]
+        boundary = self._boundary_name(parameters, context)
+        if isinstance(self.parameterDefinition(self.PROCESSORS), QgsProcessingParameterEnum):
+            processors = self.parameterAsEnumStrings(parameters, self.PROCESSORS, context)
+        else:
+            processors = [p.strip() for p in (self.parameterAsString(parameters, self.PROCESSORS, context) or "").replace(";", ",").split(",") if p.strip()]
+        self._read_selection(parameters, context)
         wait = self.parameterAsBool(parameters, self.WAIT, context)
         load = self.parameterAsBool(parameters, self.LOAD, context)
         if not processors:
@@ -217,7 +292,7 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
         except BackendRequestError as exc:
             raise QgsProcessingException(f"{client.base_url}: {exc}") from None
         feedback.pushInfo(f"Job {job_id} submitted for {boundary}: {', '.join(processors)}")
-        self._results = {self.JOB_ID: job_id, self.JOB_STATUS: "PENDING", self.BOUNDARY_NAME: boundary,
+        self._results = {self.JOB_ID: job_id, self.JOB_STATUS: GroupStatus.PENDING.value, self.BOUNDARY_NAME: boundary,
                          self.PACKAGE_FOLDER: "", self.PACKAGE_URL: "", self.LOADED_LAYERS: 0}
         if not wait:
             if load:
@@ -228,12 +303,12 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
             self._results[self.JOB_STATUS] = status.get("job_group_status", "")
             states = {p["processor_name"]: p.get("job_status") for p in status.get("job_group_processors", [])}
             for p in status.get("job_group_processors", []):
-                if p.get("job_status") == "FAILURE":
+                if p.get("job_status") == JobState.FAILURE:
                     result = p.get("job_result") or {}
                     feedback.reportError(f"{p['processor_name']} failed: {result.get('failed') or result}", False)
             if status.get("job_group_cancelled"):
                 raise QgsProcessingException(f"Job {job_id} was cancelled")
-            ready = [n for n, s in states.items() if s in ("SUCCESS", "SKIPPED")]
+            ready = [n for n, s in states.items() if s in DONE_STATES]
             if not ready:
                 raise QgsProcessingException(f"Job {job_id}: no dataset was produced ({', '.join(f'{n}: {s}' for n, s in states.items())})")
             feedback.pushInfo(f"Package {boundary}: {len(ready)} of {len(states)} dataset(s) ready")
@@ -269,7 +344,7 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
                 if task and key != last_task:
                     feedback.setProgressText(f"{p['processor_name']}: {p.get('job_status')} {task}")
                     last_task = key
-            if status.get("job_group_status") == "COMPLETE":
+            if status.get("job_group_status") == GroupStatus.COMPLETE:
                 return status
             deadline = time.monotonic() + POLL_SECONDS
             while time.monotonic() < deadline and not feedback.isCanceled():
@@ -288,8 +363,6 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
 class LoadPackageAlgorithm(_PackageAlgorithm):
     """Fetch an existing package and add it to the project."""
 
-    BOUNDARY = "BOUNDARY"
-
     def name(self) -> str:
         return "load_package"
 
@@ -299,15 +372,20 @@ class LoadPackageAlgorithm(_PackageAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Fetches the package of a boundary from the CCG AutoPackaging backend into the local cache "
                 "(files already cached with the same sha256 are kept; the backend's own files are used in place "
-                "when its package root is on this machine) and adds it to the project as styled layers.")
+                "when its package root is on this machine) and adds it to the project as styled layers: collapsed "
+                "groups per dataset dimension, one visible layer per dataset. Slices: only some files of "
+                "multi-file datasets, e.g. 'return_period=100,1000; model=constant'.")
 
     def createInstance(self) -> "LoadPackageAlgorithm":  # noqa: N802
-        return LoadPackageAlgorithm()
+        return LoadPackageAlgorithm(self.catalogue)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(self._url_parameter())
-        self.addParameter(QgsProcessingParameterString(self.BOUNDARY, "Boundary name"))
-        self.addParameter(QgsProcessingParameterBoolean(self.LOAD, "Load into project", defaultValue=True))
+        self.addParameter(self._boundary_parameter())
+        self.addParameter(self._boundary_text_parameter())
+        self.addParameter(with_help(QgsProcessingParameterBoolean(self.LOAD, "Load into project", defaultValue=True),
+                                    "Add the package to the project (else only fetch its files)."))
+        self.addParameter(self._slices_parameter())
         self.addOutput(QgsProcessingOutputString(self.BOUNDARY_NAME, "Boundary name"))
         self.addOutput(QgsProcessingOutputFolder(self.PACKAGE_FOLDER, "Package folder"))
         self.addOutput(QgsProcessingOutputString(self.PACKAGE_URL, "Package URL"))
@@ -315,9 +393,10 @@ class LoadPackageAlgorithm(_PackageAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback) -> dict[str, Any]:  # noqa: N802
         client = self._client(parameters, context, feedback)
-        boundary = (self.parameterAsString(parameters, self.BOUNDARY, context) or "").strip()
+        boundary = self._boundary_name(parameters, context)
         if not boundary:
             raise QgsProcessingException("Give a boundary name")
+        self._read_selection(parameters, context)
         self._results = {self.BOUNDARY_NAME: boundary, self.PACKAGE_FOLDER: "", self.PACKAGE_URL: "", self.LOADED_LAYERS: 0}
         try:
             self._fetch(client, boundary, context, feedback, 0.0, self.parameterAsBool(parameters, self.LOAD, context))
@@ -327,6 +406,18 @@ class LoadPackageAlgorithm(_PackageAlgorithm):
 
 
 class CcgProcessingProvider(QgsProcessingProvider):
+    def __init__(self):
+        super().__init__()
+        self.catalogue = Catalogue()
+
+    def update_catalogue(self, datasets: dict[str, str] | None = None, boundaries: list[str] | None = None) -> None:
+        """New choices from the backend: the algorithms are rebuilt with them."""
+        if datasets is not None:
+            self.catalogue.datasets = dict(datasets)
+        if boundaries is not None:
+            self.catalogue.boundaries = sorted(boundaries)
+        self.refreshAlgorithms()
+
     def id(self) -> str:
         return PROVIDER_ID
 
@@ -340,5 +431,5 @@ class CcgProcessingProvider(QgsProcessingProvider):
         return QIcon(ICON_PATH)
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        self.addAlgorithm(CreatePackageAlgorithm())
-        self.addAlgorithm(LoadPackageAlgorithm())
+        self.addAlgorithm(CreatePackageAlgorithm(self.catalogue))
+        self.addAlgorithm(LoadPackageAlgorithm(self.catalogue))

@@ -146,10 +146,32 @@ def check_structure(group: QgsLayerTreeGroup) -> None:
     assert layer.abstract().startswith("SYNTHETIC: made from synthetic stand-ins") and "NOT real data" in layer.metadata().abstract()
 
 
+def test_slice_chooser_counts_and_filters_the_layers(dock, hazard_package, qtbot):
+    with qtbot.waitSignal(dock.slices_asked, timeout=20000) as asked:
+        dock.load_package(BOUNDARY)
+    dialog = asked.args[0]
+    assert dialog.layer_count() == 519 and "519 layer(s)" in dialog.countLabel.text()
+    dialog.set_values("storm-version_1", "return_period", {"100", "1000"})
+    dialog.set_values("aqueduct-version_1", "hazard", {"inuncoast"})
+    assert dialog.layer_count() == 10 + 189 + 1
+    dialog.defaultButton.click()
+    assert dialog.layer_count() == 3, "one file per dataset"
+    dialog.allButton.click()
+    dialog.set_values("storm-version_1", "model", {"HadGEM3-GC31-HM"})
+    with qtbot.waitSignal(dock.package_loaded, timeout=60000) as loaded:
+        dialog.accept()
+    group = loaded.args[0].group
+    storm = group.findGroup("STORM tropical cyclone wind speed")
+    assert [c.name() for c in storm.children()] == ["Climate model: HadGEM3-GC31-HM"] and len(storm.findLayers()) == 28
+    assert len(group.findLayers()) == 1 + 28 + 378 + 1
+
+
 def test_dock_loads_520_files_without_freezing_as_a_structure(dock, hazard_package, message_bar, qtbot):
     ticks = Ticks()
-    with qtbot.waitSignal(dock.package_loaded, timeout=120000) as loaded:
+    with qtbot.waitSignal(dock.slices_asked, timeout=20000) as asked:
         dock.load_package(BOUNDARY)
+    with qtbot.waitSignal(dock.package_loaded, timeout=120000) as loaded:
+        asked.args[0].accept()  # everything
     gap = ticks.largest_gap()
     report = loaded.args[0]
     assert not report.failed, report.failed

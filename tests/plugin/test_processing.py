@@ -58,10 +58,57 @@ def test_provider_lists_both_algorithms(processing, plugin):
     assert create is not None and load is not None
     assert create.displayName() == "Create data package" and load.displayName() == "Load data package"
     names = [p.name() for p in create.parameterDefinitions()]
-    assert names == ["BACKEND_URL", "BOUNDARY", "POLYGONS", "PROCESSORS", "WAIT", "LOAD"]
+    assert names == ["BACKEND_URL", "BOUNDARY", "BOUNDARY_TEXT", "POLYGONS", "PROCESSORS", "WAIT", "LOAD", "SLICES"]
+    assert all(p.help() for p in create.parameterDefinitions()), "every parameter says what it is"
     assert {o.name() for o in create.outputDefinitions()} >= {"JOB_ID", "BOUNDARY_NAME", "PACKAGE_FOLDER", "PACKAGE_URL"}
     assert create.parameterDefinition("BACKEND_URL").defaultValue() == "http://127.0.0.1:8000"
     assert create.flags() & create.FlagSupportsBatch
+
+
+def test_parameters_become_choices_once_the_backend_answered(dock, processing, served, plugin_settings, tmp_path):
+    """Datasets as a multiple choice, the boundary as a choice list (free text still accepted),
+    and the algorithm runs inside a model."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingParameterEnum,
+    )
+    from qgis.PyQt.QtTest import QSignalSpy
+
+    registry = QgsApplication.processingRegistry()
+    if not registry.providerById("ccg_autopkg").catalogue.boundaries:  # the list may still be on its way
+        assert QSignalSpy(dock.boundary_names_listed).wait(20000)
+    create = registry.algorithmById("ccg_autopkg:create_package")
+    datasets = create.parameterDefinition("PROCESSORS")
+    assert isinstance(datasets, QgsProcessingParameterEnum) and datasets.allowMultiple() and datasets.usesStaticStrings()
+    assert NE in datasets.options()
+    boundary = create.parameterDefinition("BOUNDARY")
+    assert isinstance(boundary, QgsProcessingParameterEnum) and "gambia" in boundary.options() and len(boundary.options()) > 4000
+
+    # a model: create the package (no loading), its folder as the model's output
+    model = QgsProcessingModelAlgorithm("cut gambia", "tests")
+    child = QgsProcessingModelChildAlgorithm("ccg_autopkg:create_package")
+    child.setChildId("create")
+    child.addParameterSources("BACKEND_URL", [QgsProcessingModelChildParameterSource.fromStaticValue(served.url)])
+    child.addParameterSources("BOUNDARY", [QgsProcessingModelChildParameterSource.fromStaticValue("gambia")])
+    child.addParameterSources("PROCESSORS", [QgsProcessingModelChildParameterSource.fromStaticValue([NE])])
+    child.addParameterSources("WAIT", [QgsProcessingModelChildParameterSource.fromStaticValue(True)])
+    child.addParameterSources("LOAD", [QgsProcessingModelChildParameterSource.fromStaticValue(False)])
+    output = QgsProcessingModelOutput("folder", "Package folder")
+    output.setChildOutputName("PACKAGE_FOLDER")
+    output.setChildId("create")
+    child.setModelOutputs({"folder": output})
+    model.addChildAlgorithm(child)
+    result = processing.run(model, {})
+    folder = Path(result["create:folder"])
+    assert (folder / NE_FILE.format(b="gambia")).is_file()
+    # free text still accepted, with the choice left empty; slices filter the files loaded
+    again = processing.run("ccg_autopkg:load_package", {"BACKEND_URL": served.url, "BOUNDARY_TEXT": "gambia", "SLICES": "model=none"})
+    assert again["BOUNDARY_NAME"] == "gambia" and again["LOADED_LAYERS"] == 1, "the dataset has no 'model' dimension: kept"
+    with pytest.raises(QgsProcessingException, match="Slices"):
+        processing.run("ccg_autopkg:load_package", {"BACKEND_URL": served.url, "BOUNDARY_TEXT": "gambia", "SLICES": "model"})
 
 
 def test_unload_removes_the_provider(qgis_iface, qgis_new_project, plugin_settings, qgis_processing):
