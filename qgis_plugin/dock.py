@@ -447,7 +447,7 @@ class CcgDockWidget(QgsDockWidget):
         checked = self.checked_processors()
         self.ui.createButton.setEnabled(bool(self.boundary and checked) and not (self.job_id and self.poll_timer.isActive()))
         self.ui.loadButton.setEnabled(bool(self.boundary))
-        if not self._restoring:
+        if self.processor_versions and not self._restoring:  # not before the list is there to tick
             settings.checked_datasets = checked
         self.ui.summaryLabel.setText(self.submission_summary())
 

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from qgis.PyQt.QtCore import Qt
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
@@ -213,3 +214,69 @@ def test_many_small_files_many_loads_without_deleted_replies(file_server, tmp_pa
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, f"rc {run.returncode}\n{run.stdout}\n{run.stderr[-3000:]}"
     assert run.stdout.count(", '', 200)]") == 6, run.stdout
+
+
+# -- submitting and following ------------------------------------------------------------------------
+
+def test_create_needs_a_boundary_and_datasets_and_asks_before_a_big_package(dock, served, qtbot):
+    assert not dock.ui.createButton.isEnabled() and "Choose a boundary" in dock.ui.summaryLabel.text()
+    with qtbot.waitSignal(dock.size_hints_ready, timeout=30000):
+        dock.choose_boundary({"name": "gambia", "name_long": "Gambia"})
+    assert not dock.ui.createButton.isEnabled() and "tick the datasets" in dock.ui.summaryLabel.text()
+    dock.set_checked_processors([NE])
+    assert dock.ui.createButton.isEnabled()
+    assert dock.ui.summaryLabel.text().startswith("Gambia: 1 dataset(s), ~") and "1 layer(s)" in dock.ui.summaryLabel.text()
+    # a big one: asked first; "no" submits nothing
+    big = "storm.global_mosaics_version_1"
+    assert dock.estimates[big]["files"] == 140
+    dock.set_checked_processors([NE, big])
+    assert "141 layer(s)" in dock.ui.summaryLabel.text()
+    asked = []
+    dock.confirm = lambda question: asked.append(question) or False
+    dock.create_package()
+    assert asked and "141 layer(s)" in asked[0] and dock.job_id is None
+
+
+def test_choices_remembered_search_results_and_unusable_packages(dock, served, plugin, qgis_iface, qtbot, message_bar):
+    import qgis_plugin
+
+    # "nothing found" is said; a failed search leaves no stale results
+    with qtbot.waitSignal(dock.boundaries_listed, timeout=10000):
+        dock.ui.searchEdit.setText("zzzzqq")
+        dock.run_search()
+    assert dock.ui.boundaryList.count() == 1 and dock.ui.boundaryList.item(0).text() == "No boundary matches “zzzzqq”"
+    with qtbot.waitSignal(dock.boundaries_listed, timeout=10000):
+        dock.ui.searchEdit.setText("gamb")
+        dock.run_search()
+    assert dock.ui.boundaryList.count() > 1
+    dock.client.base_url = "http://127.0.0.1:9"  # nothing listens: the search fails
+    with qtbot.waitSignal(dock.error_reported, timeout=10000):
+        dock.ui.searchEdit.setText("keny")
+        dock.run_search()
+    assert dock.ui.boundaryList.count() == 0
+    dock.client.base_url = served.url
+
+    # a package folder without any dataset (a cancelled first job) is not offered for loading
+    empty = Path(served.data_dir) / "packages" / "atlantis"
+    empty.mkdir(parents=True)
+    (empty / "datapackage.json").write_text('{"name": "atlantis", "resources": []}')
+    with qtbot.waitSignal(dock.packages_listed, timeout=10000):
+        dock.refresh_packages()
+    names = [dock.ui.packagesTree.topLevelItem(i).data(0, Qt.UserRole) for i in range(dock.ui.packagesTree.topLevelItemCount())]
+    assert "atlantis" not in names
+
+    # boundary and ticked datasets come back in the next session
+    with qtbot.waitSignal(dock.boundary_chosen, timeout=10000):
+        dock.choose_boundary({"name": "gambia", "name_long": "Gambia"})
+    dock.set_checked_processors([NE])
+    plugin.unload()
+    again = qgis_plugin.classFactory(qgis_iface)
+    again.initGui()
+    try:
+        assert again.dock.boundary["name"] == "gambia" and "Gambia" in again.dock.ui.boundaryLabel.text()
+        with qtbot.waitSignal(again.dock.processors_listed, timeout=20000):
+            again.dock.connect_backend()
+        assert again.dock.checked_processors() == [NE] and again.dock.ui.createButton.isEnabled()
+    finally:
+        again.unload()
+        plugin.dock = None  # the fixture's unload() has nothing left to do

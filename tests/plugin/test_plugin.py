@@ -306,6 +306,9 @@ def test_create_package_progress_and_load_into_project(dock, served, message_bar
     fill = outline.renderer().symbol().symbolLayer(0)
     assert fill.brushStyle() == Qt.NoBrush and fill.strokeWidth() == 0.8
     assert outline.extent().contains(QgsPointXY(-15.3, 13.4)) and outline.extent().width() < 5
+    # the canvas on the package, no rubber band left over the data
+    assert dock.canvas.extent().contains(QgsPointXY(-15.3, 13.4)) and dock.canvas.extent().width() < 10
+    assert dock.rubber_band.numberOfVertices() == 0
     # the file came over HTTP into the cache folder, checked against its sha256
     cache = Path(plugin_settings.value("ccg_autopkg/cache_dir"))
     local = cache / "gambia/datasets/natural_earth_admin1/version_1/data/natural_earth_admin1-version_1-gambia.gpkg"
