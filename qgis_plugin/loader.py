@@ -21,7 +21,7 @@ from qgis.PyQt.QtCore import QEventLoop, QTimer, QUrl
 from qgis.PyQt.QtNetwork import QNetworkAccessManager, QNetworkReply, QNetworkRequest
 
 from .__about__ import PLUGIN_NAME
-from .backend_client import error_message
+from .api.backend_client import error_message
 from .layers import BuiltLayers, Selection, build_layers, plan_package
 from .settings import settings
 
@@ -336,7 +336,7 @@ class DownloadPackageTask(QgsTask):
 
     def run(self) -> bool:  # worker thread: no widgets here
         try:
-            from .blocking_client import BlockingClient
+            from .api.blocking_client import BlockingClient
 
             from .auth import bearer_header
 

@@ -16,7 +16,7 @@ from typing import Optional
 from qgis.PyQt.QtCore import QObject, QProcess, QTimer, QUrl, pyqtSignal
 
 from .__about__ import PLUGIN_DIR
-from .backend_client import BackendClient
+from .api.backend_client import BackendClient
 from .settings import settings
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}

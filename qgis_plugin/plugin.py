@@ -34,8 +34,8 @@ class CcgAutoPackagingPlugin:
             self.provider = None
 
     def initGui(self) -> None:  # noqa: N802
-        from .dock import CcgDockWidget
-        from .options import OptionsFactory
+        from .gui.dock import CcgDockWidget
+        from .gui.options import OptionsFactory
 
         self.initProcessing()
         main = self.iface.mainWindow()
@@ -104,7 +104,7 @@ class CcgAutoPackagingPlugin:
 
     # -- handlers -------------------------------------------------------------------------------
     def _datasets_listed(self, datasets: list) -> None:
-        from .dock import processor_label
+        from .gui.dock import processor_label
 
         if self.provider is not None:
             self.provider.update_catalogue(datasets={v["name"]: processor_label(v) for d in datasets for v in d.get("versions", [])})

@@ -38,8 +38,8 @@ from qgis.PyQt.QtGui import QIcon
 
 from .__about__ import ICON_PATH, PLUGIN_NAME, __version__
 from .auth import bearer_header, load_token
-from .blocking_client import BackendRequestError, BlockingClient
-from .contract import DONE_STATES, GroupStatus, JobState
+from .api.blocking_client import BackendRequestError, BlockingClient
+from .api.contract import DONE_STATES, GroupStatus, JobState
 from .geometry import NoPolygonsError, dissolve_to_wgs84, geometry_to_geojson
 from .layers import SYNTHETIC_NOTE, BuiltLayers, LayerInserter, Selection, build_layers, plan_package, selection_from_text
 from .loader import cache_dir, fetch_package, local_package_roots, package_files

@@ -43,7 +43,7 @@ def settings_values() -> list[str]:
 # -- API token -------------------------------------------------------------------------------------
 
 def test_token_kept_in_the_auth_database_and_sent_as_bearer(backend, plugin, plugin_settings, auth_master_password, message_bar, qtbot):
-    from qgis_plugin.options import OptionsPage
+    from qgis_plugin.gui.options import OptionsPage
 
     backend.env["CCGAUTOPKG_API_TOKEN"] = TOKEN
     backend.serve()
@@ -108,10 +108,10 @@ def test_token_kept_in_the_auth_database_and_sent_as_bearer(backend, plugin, plu
 
 
 def test_token_field_disabled_without_a_usable_auth_database(qgis_iface, qgis_new_project, plugin_settings, monkeypatch):
-    import qgis_plugin.options
-    from qgis_plugin.options import OptionsPage
+    import qgis_plugin.gui.options
+    from qgis_plugin.gui.options import OptionsPage
 
-    monkeypatch.setattr(qgis_plugin.options, "auth_unavailable_reason", lambda: "Authentication system is DISABLED: test")
+    monkeypatch.setattr(qgis_plugin.gui.options, "auth_unavailable_reason", lambda: "Authentication system is DISABLED: test")
     page = OptionsPage()
     assert not page.ui.tokenEdit.isEnabled() and not page.ui.forgetTokenButton.isEnabled()
     assert "DISABLED: test" in page.ui.tokenEdit.toolTip()
@@ -243,7 +243,7 @@ def test_size_hints_for_the_chosen_boundary(dock, qtbot):
 
 
 def test_size_hint_format():
-    from qgis_plugin.dock import size_hint
+    from qgis_plugin.gui.dock import size_hint
 
     assert size_hint({"bytes": 12_400_000, "files": 140}) == "~12 MB, 140 files"
     assert size_hint({"bytes": 2_650_112, "files": 1}) == "~2.7 MB, 1 file"

@@ -54,7 +54,7 @@ def test_use_selected_polygons_uploads_dissolved_wgs84_and_chooses_it(dock, serv
     boundary = chosen.args[0]
     assert boundary["name"].startswith("custom_") and dock.boundary["name"] == boundary["name"]
     stored = served.get(f"/v1/boundaries/{boundary['name']}").json()
-    from qgis_plugin.dock import geojson_to_wkt
+    from qgis_plugin.gui.dock import geojson_to_wkt
 
     geometry = QgsGeometry.fromWkt(geojson_to_wkt(stored["geometry"]))
     assert geometry.area() == pytest.approx(0.16, rel=1e-6)  # the two selected squares, in degrees

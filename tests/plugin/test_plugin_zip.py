@@ -16,7 +16,7 @@ def test_plugin_zip_installs_into_a_fresh_profile_and_loads(tmp_path, qgis_iface
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
         assert {n.split("/")[0] for n in names} == {"ccg_autopkg"}
-        for required in ("__init__.py", "metadata.txt", "plugin.py", "ui/dock.ui", "icon.svg"):
+        for required in ("__init__.py", "metadata.txt", "plugin.py", "gui/ui/dock.ui", "gui/ui/options.ui", "gui/ui/slices.ui", "api/contract.py", "icon.svg"):
             assert f"ccg_autopkg/{required}" in names
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
         plugins = tmp_path / "profiles/default/python/plugins"

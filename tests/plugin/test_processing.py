@@ -166,7 +166,7 @@ def test_create_package_from_selected_polygons_in_3857(processing, served, plugi
     name = result["BOUNDARY_NAME"]
     assert name.startswith("custom_")
     boundary = served.get(f"/v1/boundaries/{name}").json()
-    from qgis_plugin.dock import geojson_to_wkt
+    from qgis_plugin.gui.dock import geojson_to_wkt
 
     uploaded = QgsGeometry.fromWkt(geojson_to_wkt(boundary["geometry"]))
     box = uploaded.boundingBox()

@@ -9,7 +9,7 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QDialog, QTreeWidgetItem, QWidget
 
-from .layers import Selection, dataset_dimensions, layer_count
+from ..layers import Selection, dataset_dimensions, layer_count
 
 UI_PATH = Path(__file__).resolve().parent / "ui" / "slices.ui"
 DIMENSION_ROLE = Qt.UserRole  # (resource name, dimension name) on a dimension item; the value on a value item

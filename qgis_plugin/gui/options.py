@@ -14,9 +14,9 @@ from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QVBoxLayout, QWidget
 
-from .__about__ import ICON_PATH, PLUGIN_NAME
-from .auth import TokenStoreError, auth_unavailable_reason, save_token, stored_authcfg
-from .settings import CACHE_DIR, USE_LOCAL_PACKAGES, settings
+from ..__about__ import ICON_PATH, PLUGIN_NAME
+from ..auth import TokenStoreError, auth_unavailable_reason, save_token, stored_authcfg
+from ..settings import CACHE_DIR, USE_LOCAL_PACKAGES, settings
 
 UI_PATH = Path(__file__).resolve().parent / "ui" / "options.ui"
 

@@ -14,9 +14,9 @@ from qgis.core import QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QByteArray, QObject, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from .auth import bearer_header
+from ..auth import bearer_header
 from . import contract
-from .settings import DEFAULT_URL
+from ..settings import DEFAULT_URL
 
 TIMEOUT_MS = 15000
 

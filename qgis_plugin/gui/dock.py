@@ -26,15 +26,15 @@ from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtWidgets import QHeaderView, QListWidgetItem, QMessageBox, QProgressBar, QTableWidgetItem, QTreeWidgetItem, QWidget
 
-from .__about__ import PLUGIN_NAME
-from .auth import auth_unavailable_reason, load_token, stored_authcfg
-from .backend_client import BackendClient
-from .contract import DONE_STATES, GroupStatus, JobState
-from .geometry import NoPolygonsError, selected_polygons_geojson
-from .layers import SYNTHETIC_NOTE, LayerInserter, LoadReport, existing_sources
-from .loader import DownloadPackageTask, cache_dir, local_package_roots, package_files
-from .local_backend import LocalBackend, autopkg_command, is_loopback_url, keep_running
-from .settings import CONFIRM_BYTES, CONFIRM_LAYERS, settings
+from ..__about__ import PLUGIN_NAME
+from ..auth import auth_unavailable_reason, load_token, stored_authcfg
+from ..api.backend_client import BackendClient
+from ..api.contract import DONE_STATES, GroupStatus, JobState
+from ..geometry import NoPolygonsError, selected_polygons_geojson
+from ..layers import SYNTHETIC_NOTE, LayerInserter, LoadReport, existing_sources
+from ..loader import DownloadPackageTask, cache_dir, local_package_roots, package_files
+from ..local_backend import LocalBackend, autopkg_command, is_loopback_url, keep_running
+from ..settings import CONFIRM_BYTES, CONFIRM_LAYERS, settings
 from .slices import SliceDialog, has_slices
 from .map_tool import WGS84, PickBoundaryMapTool
 
