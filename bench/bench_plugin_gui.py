@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -245,9 +246,7 @@ def main() -> int:
             data_dir = TMP / "data"
             data_dir.mkdir()
             mirror = TMP / "sample-sources"
-            from processors.samples import build_sample_mirror
-
-            build_sample_mirror(mirror)
+            subprocess.run([sys.executable, "-m", "processors.samples", str(mirror)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
             env = {k: v for k, v in os.environ.items() if not k.startswith("CCGAUTOPKG_") and k != "QGIS_CUSTOM_CONFIG_PATH"}
             env.update(CCGAUTOPKG_DATA_DIR=str(data_dir), CCGAUTOPKG_SOURCE_MIRROR=str(mirror), PYTHONPATH=str(ROOT))
             backend = Backend(data_dir, env)
