@@ -2,8 +2,8 @@
 
 `build_sample_mirror(folder, world_map_gpkg=...)` writes, for every built-in processor, files laid
 out and named exactly like its real origins (`<folder>/<host>/<path>`, the mirror layout of
-`processors.fetch`), so `CCGAUTOPKG_SOURCE_MIRROR=<folder>` (or the processor option
-`source_mirror`) runs every processor offline.
+`processors.fetch`), so `CCGAUTOPKG_SOURCE_MIRROR=<folder>` (or the context's `source_mirror`)
+runs every processor offline.
 
 Real or synthetic:
 * `natural_earth_admin1` needs no mirror: it reads QGIS's `world_map.gpkg` (real Natural Earth data).
