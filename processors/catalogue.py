@@ -12,7 +12,7 @@ URL of a GeoTIFF or of an archive, plus the GeoTIFF's name inside the archive) t
    the first file, the next few are prefetched by a small thread pool while the current one is
    clipped, so a dataset of hundreds of files is not a series of round trips; downloads report
    their progress into the file's share of the job's percent.
-2. clips the GeoTIFF to the boundary polygon with `clip_raster_to_cog` (window read, polygon mask,
+2. clips the GeoTIFF to the boundary polygon with one `BoundaryClipper` for all files (window read, polygon mask,
    source CRS and grid kept, COG) into `context.output_dir/<name>-<version>[-<part>]-<boundary>.tif`
    (`part` is the source's stem for multi-file datasets, none for single-file ones; boundaries
    across the antimeridian or with far-apart parts get `-east`/`-west`/`-part<k>` outputs from the
@@ -49,7 +49,7 @@ from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, Sourc
 from processors.estimate import DEFAULT_COMPRESSION_RATIO, RasterGrid, estimate_raster_sources, estimate_vector
 from processors.fetch import DEFAULT_MAX_RATIO
 from processors.outputs import SYNTHETIC_TAG
-from processors.raster import RasterClipResult, clip_raster_to_cog, write_nodata_cog
+from processors.raster import BoundaryClipper, RasterClipResult, write_nodata_cog
 from processors.samples import synthetic_note
 from processors.sources import SourceUnreadable, check_raster, check_vector
 from processors.vector import VectorClipResult, clip_vector_into_output
@@ -202,7 +202,10 @@ class RasterCatalogueProcessor(Processor):
         details: list[OutputFile] = []
         written: list[Path] = []
         empty_template: Path | None = None  # the first source's GeoTIFF when the boundary misses the dataset
+        # One clipper for every file: the boundary's work per grid is done once for the dataset.
+        clipper = BoundaryClipper(geometry, compress=self.compress)
         try:
+            clipper.__enter__()
             for i, src in enumerate(sources):
                 span = (100.0 * i / total, 100.0 * (i + 0.5) / total)
                 filename = self.output_filename(boundary, "tif", part=src.part)
@@ -214,7 +217,7 @@ class RasterCatalogueProcessor(Processor):
                     context.progress(span[0], f"{i + 1}/{total}: fetching {src.filename}")
                     if src.url in futures:
                         wait(futures.pop(src.url))
-                    tif, result = self._clip_healing(src, context, geometry, output_dir / filename, span, check)
+                    tif, result = self._clip_healing(src, context, clipper, output_dir / filename, span, check)
                     if i == 0 and not result.outputs[0].inside_pixels:
                         empty_template = tif
                 written.extend(result.paths)
@@ -233,6 +236,7 @@ class RasterCatalogueProcessor(Processor):
                 path.unlink(missing_ok=True)
             raise
         finally:
+            clipper.__exit__(None, None, None)
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
@@ -269,24 +273,23 @@ class RasterCatalogueProcessor(Processor):
         return context.sources.fetch(src.url, sha256=src.sha256, sha1=src.sha1, size=src.size,
                                      validate=check_raster, progress=span, check_cancelled=check)
 
-    def _clip_healing(self, src: RasterSource, context: ProcessorContext, geometry, destination: Path, span,
-                      check) -> tuple[Path, RasterClipResult]:
+    def _clip_healing(self, src: RasterSource, context: ProcessorContext, clipper: BoundaryClipper,
+                      destination: Path, span, check) -> tuple[Path, RasterClipResult]:
         """The source GeoTIFF and `src` clipped (an all-nodata raster when no pixel of it lies in
         the boundary); a source that passed its checks but fails while being read is discarded
         from the cache and fetched again, once (then the failure is reported)."""
         for attempt in (1, 2):
             tif = self._obtain(src, context, span, check)
-            if self.expected_crs:
-                self._check_crs(src, tif)
             tags = self._tags(src, context)
             context.progress(span[1], f"clipping {src.filename}")
             try:
                 try:
-                    return tif, clip_raster_to_cog(tif, boundary=geometry, destination=destination,
-                                                   compress=self.compress, tags=tags,
-                                                   check_cancelled=context.check_cancelled)
+                    return tif, clipper.clip(tif, destination, expected_crs=self.expected_crs, tags=tags,
+                                             check_cancelled=context.check_cancelled)
                 except NoDataForBoundary:
-                    return tif, write_nodata_cog(tif, boundary=geometry, destination=destination, tags=tags)
+                    return tif, write_nodata_cog(tif, boundary=clipper.boundary, destination=destination, tags=tags)
+            except SourceCorrupt as exc:  # the CRS, checked on the dataset the clipper opened
+                raise SourceCorrupt(f"{exc} (from {src.url})") from exc
             except (RasterioIOError, SourceUnavailable) as exc:
                 context.sources.discard(src.url)
                 if attempt == 2:
@@ -339,18 +342,6 @@ class RasterCatalogueProcessor(Processor):
             label = f"{label} ({part_label(out.part)})"
             dimensions[PART] = out.part
         return OutputFile(name=out.path.name, label=label, dimensions=dimensions, empty=out.inside_pixels == 0)
-
-    def _check_crs(self, src: RasterSource, tif: Path) -> None:
-        import rasterio
-        from rasterio.crs import CRS
-
-        with rasterio.open(tif) as ds:
-            crs = ds.crs
-        if crs is None or crs != CRS.from_user_input(self.expected_crs):
-            raise SourceCorrupt(
-                f"{src.filename} from {src.url} is in {crs.to_string() if crs else 'no CRS'}, "
-                f"expected {self.expected_crs}"
-            )
 
 
 class VectorClipProcessor(Processor):

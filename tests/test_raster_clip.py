@@ -16,8 +16,9 @@ from rasterio.warp import transform as transform_points
 from shapely import vectorized
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from processors.errors import Cancelled, NoDataForBoundary, SourceUnavailable
+from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, SourceUnavailable
 from processors.raster import (
+    BoundaryClipper,
     RasterClipResult,
     clip_raster_to_cog,
     default_nodata,
@@ -237,19 +238,66 @@ def test_cancellation_after_one_antimeridian_side_removes_it(tmp_path):
     assert list(out_dir.iterdir()) == []
 
 
-def test_strips_give_the_same_result_as_a_single_pass(tmp_path):
+def _same_file_content(a: Path, b: Path) -> None:
+    """Same pixels at full resolution and in every overview, same georeferencing, nodata, colour
+    interpretation, compression, tiling and metadata."""
+    from osgeo import gdal
+
+    def described(path: Path) -> dict:
+        info = gdal.Info(str(path), format="json")
+        for key in ("description", "files"):
+            info.pop(key, None)
+        return info
+
+    assert described(a) == described(b)
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        assert x.overviews(1) == y.overviews(1)
+        np.testing.assert_array_equal(x.read(), y.read())
+        for factor in x.overviews(1):
+            shape = (x.count, x.height // factor, x.width // factor)
+            np.testing.assert_array_equal(x.read(out_shape=shape), y.read(out_shape=shape))
+
+
+@pytest.mark.parametrize("dtype, crs, nodata, bands", [
+    ("float32", "ESRI:54009", None, 1), ("int16", "EPSG:4326", -999, 1), ("uint8", "EPSG:4326", None, 3),
+])
+def test_in_memory_path_and_strips_give_the_same_file(tmp_path, dtype, crs, nodata, bands):
+    """A window that fits in one strip is clipped in memory; forcing strips gives the same file.
+    Three sources on one grid through one clipper: the second and third reuse the grid's plan and mask."""
+    wide = MultiPolygon([box(-170, -60, 170, 60)])  # > 512 pixels wide: the COG gets overviews
+    sources = [synthetic_raster(tmp_path / f"src{i}.tif", dtype=dtype, crs=crs, nodata=nodata, bands=bands) for i in range(3)]
+    for boundary, name in ((BOUNDARY, "b"), (wide, "wide")):
+        with BoundaryClipper(boundary) as clipper:
+            lean = [clipper.clip(src, tmp_path / f"{name}-lean{i}.tif") for i, src in enumerate(sources)]
+        assert len(clipper._grids) == 1 and len(next(iter(clipper._grids.values())).masks) == 1
+        with BoundaryClipper(boundary, strip_rows=7) as clipper:
+            strips = [clipper.clip(src, tmp_path / f"{name}-strips{i}.tif") for i, src in enumerate(sources)]
+        for a, b in zip(lean, strips):
+            assert a.shape == b.shape and a.shape[0] > 7 * 5
+            _same_file_content(a.paths[0], b.paths[0])
+        if name == "wide":
+            with rasterio.open(lean[0].paths[0]) as ds:
+                assert ds.overviews(1)  # overviews compared too
+        else:  # (check_clip cannot map the wide window's corners out of Mollweide)
+            for src, result in zip(sources, lean):
+                check_clip(src, result, boundary)
+
+
+def test_strips_follow_the_progress_and_read_the_same_window(tmp_path):
     source = synthetic_raster(tmp_path / "src.tif", crs="ESRI:54009", dtype="float32", nodata=None)
-    single = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "single.tif")
     progress = []
     strips = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "strips.tif", strip_rows=7,
                                 progress=lambda p, s: progress.append(p))
-    assert single.shape == strips.shape and single.shape[0] > 7 * 5
-    with rasterio.open(single.paths[0]) as a, rasterio.open(strips.paths[0]) as b:
-        assert a.transform == b.transform
-        np.testing.assert_array_equal(a.read(), b.read())
     assert progress[-1] == 100.0 and progress == sorted(progress)
-    rows = single.shape[0]
-    assert read_window_only(source, BOUNDARY, strip_rows=7) == read_window_only(source, BOUNDARY) == rows * single.shape[1] * 4
+    rows = strips.shape[0]
+    assert read_window_only(source, BOUNDARY, strip_rows=7) == read_window_only(source, BOUNDARY) == rows * strips.shape[1] * 4
+
+
+def test_clipper_refuses_a_source_in_an_unexpected_crs(tmp_path):
+    source = synthetic_raster(tmp_path / "src.tif")
+    with BoundaryClipper(BOUNDARY) as clipper, pytest.raises(SourceCorrupt, match="src.tif is in EPSG:4326, expected ESRI:54009"):
+        clipper.clip(source, tmp_path / "out.tif", expected_crs="ESRI:54009")
+    assert not (tmp_path / "out.tif").exists()
 
 
 def test_strip_size_follows_the_byte_budget(tmp_path, monkeypatch):
