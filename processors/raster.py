@@ -510,8 +510,11 @@ class BoundaryClipper:
                 # temporary file and decompress and recompress them again.
                 OVERVIEWS="FORCE_USE_EXISTING" if levels else "NONE",
                 BIGTIFF="IF_SAFER",
-                NUM_THREADS=str(self.threads),
             )
+            if width * height > TILE_SIZE * TILE_SIZE:
+                # compression threads only pay with several tiles: for one tile, starting them
+                # took longer than compressing (a 120x100 output: 28 -> 13 ms per COG copy)
+                options["NUM_THREADS"] = str(self.threads)
             if masked is not None:
                 _cog_from_memory(masked, src, indexes, win_transform, nodata, tags, levels,
                                  self.overview_resampling, cog_tmp, options)
