@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := qgis python3-qgis qgis-providers libsqlite3-mod-spatialite xvfb xauth python3-venv \
 	python3-mock python3-rasterio python3-geopandas python3-fiona python3-shapely python3-rtree \
 	python3-requests gdal-bin redis-server
-PIP_PACKAGES := huey sqlite-utils fastapi uvicorn httpx redis "frictionless>=5,<6" pytest pytest-qt pytest-qgis schemathesis
+PIP_PACKAGES := huey sqlite-utils fastapi uvicorn httptools uvloop httpx redis "frictionless>=5,<6" pytest pytest-qt pytest-qgis schemathesis
 export QT_QPA_PLATFORM ?= offscreen
 export PROJ_DATA ?= /usr/share/proj
 
