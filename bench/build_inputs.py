@@ -15,6 +15,13 @@
   R*Tree spatial index. Generated as CSV with WKT by numpy and loaded by `ogr2ogr`.
 * `Gambia.geojson`, `Kenya.geojson`, `Brazil.geojson`: the boundaries from QGIS's
   `world_map.gpkg` layer `countries` (field NAME), for the GDAL command-line tools.
+* `storm-mirror/`: the 140 STORM files laid out like their origin (a source mirror for
+  `autopkg serve`), each 3600x1200 Float32 over 60S..60N (STORM's real grid), DEFLATE, tiled
+  256, nodata -9999; values: the same kind of field (wind speeds 0..80), a phase per file.
+  Synthetic stand-ins, used only to time jobs (bench/bench_jobs.py).
+* `boundaries.db`: the boundary store seeded with Natural Earth countries and provinces.
+* `sample-mirror/`: the offline sample mirror of every processor (`processors.samples`), for the
+  jobs/min mix.
 
 Every file is written under a temporary name and renamed when complete, so an interrupted build
 is redone on the next run.
@@ -164,6 +171,82 @@ def build_roads(path: Path = ROADS_GPKG, count: int = ROADS_COUNT) -> float:
     return time.perf_counter() - t0
 
 
+STORM_MIRROR = CACHE / "storm-mirror"
+BOUNDARIES_DB = CACHE / "boundaries.db"
+SAMPLE_MIRROR = CACHE / "sample-mirror"
+
+
+def storm_files(mirror: Path = STORM_MIRROR) -> list[Path]:
+    from processors.builtin.storm import source_urls
+    from processors.fetch import mirror_url
+
+    return [Path(mirror_url(url, str(mirror))) for url in source_urls()]
+
+
+def build_storm(mirror: Path = STORM_MIRROR) -> float:
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    width, height = 3600, 1200
+    t0 = time.perf_counter()
+    cols, rows = np.arange(width), np.arange(height)
+    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="float32", crs="EPSG:4326",
+                   transform=from_bounds(-180, -60, 180, 60, width, height), nodata=-9999.0, tiled=True,
+                   blockxsize=256, blockysize=256, compress="DEFLATE")
+    for i, path in enumerate(storm_files(mirror)):
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        field = _field(cols, rows, 12.0, i * 0.05, np.random.default_rng(2000 + i))
+        data = np.where(field == NODATA, np.float32(-9999.0), (field.astype(np.float32) + 1530.0) / 40.0)
+        tmp = path.with_suffix(".tmp.tif")
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data.astype(np.float32), 1)
+        os.replace(tmp, path)
+    return time.perf_counter() - t0
+
+
+def build_boundaries_db(path: Path = BOUNDARIES_DB) -> float:
+    from backend.boundaries import BoundaryStore
+
+    t0 = time.perf_counter()
+    tmp = path.with_suffix(".tmp.db")
+    tmp.unlink(missing_ok=True)
+    store = BoundaryStore(tmp)
+    store.seed_natural_earth(WORLD_MAP)
+    store.close()
+    os.replace(tmp, path)
+    return time.perf_counter() - t0
+
+
+def build_sample_mirror(folder: Path = SAMPLE_MIRROR) -> float:
+    from processors.samples import build_sample_mirror as build
+
+    t0 = time.perf_counter()
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    build(tmp, world_map_gpkg=WORLD_MAP)
+    os.replace(tmp, folder)
+    return time.perf_counter() - t0
+
+
+def ensure_job_inputs() -> dict[str, float]:
+    """The inputs of bench/bench_jobs.py; {input: seconds} for what was built now."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    built: dict[str, float] = {}
+    for name, ready, build in (("storm mirror", lambda: all(p.exists() for p in storm_files()), build_storm),
+                               ("boundaries db", BOUNDARIES_DB.exists, build_boundaries_db),
+                               ("sample mirror", SAMPLE_MIRROR.exists, build_sample_mirror)):
+        if not ready():
+            log(f"building the {name} ...")
+            built[name] = build()
+            log(f"built in {built[name]:.1f} s")
+    return built
+
+
 def boundary_path(name: str) -> Path:
     return CACHE / f"{name}.geojson"
 
@@ -215,4 +298,5 @@ if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     t = time.perf_counter()
     print(ensure_inputs())
+    print(ensure_job_inputs())
     print(f"total {time.perf_counter() - t:.1f} s")
