@@ -16,9 +16,9 @@ on the same inputs (bench/build_inputs.py builds them once into bench/cache/):
 * **jobs/min, standard mix**: every processor for each of N small countries, submitted at once
   after a warm-up job that filled the source caches (the offline sample mirror); from the first
   POST to the last provenance entry.
-* **API under load**: 200 concurrent keep-alive connections (asyncio + httpx in this process)
-  polling GET /v1/jobs/{id} and GET /v1/boundaries/search?name= for S seconds while 4 mix jobs
-  run; p50/p99 per route, requests/s, errors.
+* **API under load**: 200 concurrent keep-alive connections (a minimal asyncio client in this
+  process, after a 2 s warm-up) polling GET /v1/jobs/{id} and GET /v1/boundaries/search?name= for
+  S seconds while 4 mix jobs run; p50/p99 per route, requests/s, errors.
 * **search over HTTP, idle**: point and name search, 500 each on one keep-alive connection
   (http.client), next to the same search inside the store (no HTTP).
 
@@ -242,27 +242,41 @@ def jobs_per_minute(checkout: Path, n_jobs: int) -> dict:
 
 
 async def _poll(url: str, paths: list[str], seconds: float, connections: int) -> dict[str, list[float]]:
-    import httpx
-
+    """`connections` keep-alive HTTP/1.1 connections, each sending its next GET as soon as the
+    last answer is read, for `seconds`. A minimal client on asyncio streams: httpx's pool,
+    tried first, was itself the bottleneck at 200 connections (40 requests/s on /v1/liveness)."""
+    host, port = url.removeprefix("http://").split(":")
     latencies: dict[str, list[float]] = {"job status": [], "boundary search": [], "errors": []}
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        stop = time.perf_counter() + seconds
+    stop = time.perf_counter() + seconds
 
-        async def one(i: int) -> None:
-            rnd = random.Random(i)
+    async def get(reader, writer, path: str) -> int:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        return status
+
+    async def one(i: int) -> None:
+        rnd = random.Random(i)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while time.perf_counter() < stop:
                 path = rnd.choice(paths)
                 kind = "job status" if path.startswith("/v1/jobs/") else "boundary search"
                 t0 = time.perf_counter()
                 try:
-                    response = await client.get(path)
-                    ok = response.status_code == 200
-                except httpx.HTTPError:
+                    ok = await get(reader, writer, path) == 200
+                except (OSError, asyncio.IncompleteReadError, ValueError, StopIteration):
                     ok = False
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
                 latencies[kind if ok else "errors"].append((time.perf_counter() - t0) * 1000)
+        finally:
+            writer.close()
 
-        await asyncio.gather(*(one(i) for i in range(connections)))
+    await asyncio.gather(*(one(i) for i in range(connections)))
     return latencies
 
 
@@ -275,6 +289,7 @@ def api_under_load(checkout: Path, seconds: float, connections: int = 200) -> di
         boundaries = mix_boundaries(server, 4)
         jobs = {server.submit(b, processors): b for b in boundaries}
         paths = [f"/v1/jobs/{j}" for j in jobs] + [f"/v1/boundaries/search?name={n}" for n in ("ken", "gambia", "rio", "north", "sao")]
+        asyncio.run(_poll(server.url, paths, 2.0, connections))  # warm-up: connections, threads, caches
         load = loadavg()
         t0 = time.perf_counter()
         latencies = asyncio.run(_poll(server.url, paths, seconds, connections))
