@@ -274,6 +274,7 @@ def main() -> int:
         # -- from the dock ----------------------------------------------------------------------
         ticks = Ticks()
         started = time.monotonic()
+        dock.slices_asked.connect(lambda dialog: dialog.accept())  # the slice chooser: every slice
         dock.load_package(args.boundary)
         (report,) = wait_for(dock.package_loaded, 600, dock.error_reported)
         elapsed = time.monotonic() - started
