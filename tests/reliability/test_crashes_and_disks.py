@@ -20,6 +20,7 @@ from backend.jobs import JobQueue
 from backend.packages import PackageStore
 from backend.settings import Settings
 from processors.registry import ProcessorRegistry
+from tests.conftest import processor_states
 from tests.reliability.local_queue import ADMIN1, TEST, files_under, states
 
 
@@ -61,6 +62,7 @@ def assert_consistent(queue: JobQueue, boundary: str, job_id: str) -> dict:
 
 # Where the worker process is killed: before or after a call of (module, attribute).
 KILL_POINTS = {
+    "vector write, before its file is synced and renamed": ("processors.vector", "_fsync", "before"),
     "processing done, before the install": ("backend.packages", "PackageStore.install_dataset", "before"),
     "staging filled, before the rename": ("backend.packages", "_swap_in", "before"),
     "provenance written, before datapackage.json": ("backend.packages", "PackageStore._update_datapackage", "before"),
@@ -100,12 +102,13 @@ def _run_and_die(data_dir: Path, where: tuple[str, str, str], processors: list[s
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_kill_9_at_each_step_then_restart(tmp_path, seeded_boundaries_db, point):
+    processor = ADMIN1 if KILL_POINTS[point][0] == "processors.vector" else TEST
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
     job_file = tmp_path / "job_id"
     child = multiprocessing.get_context("fork").Process(
-        target=_run_and_die, args=(data_dir, KILL_POINTS[point], [TEST], job_file))
+        target=_run_and_die, args=(data_dir, KILL_POINTS[point], [processor], job_file))
     child.start()
     child.join(120)
     assert child.exitcode == -signal.SIGKILL
@@ -116,7 +119,7 @@ def test_kill_9_at_each_step_then_restart(tmp_path, seeded_boundaries_db, point)
     status = assert_consistent(restarted, "gambia", job_id)
     print(f"\nkilled at '{point}': {states(restarted, job_id)}")
     installed = point in ("datapackage.json written, before the pages", "every processor done, before the job's provenance")
-    assert states(restarted, job_id) == {TEST: "SUCCESS" if installed else "FAILURE"}
+    assert states(restarted, job_id) == {processor: "SUCCESS" if installed else "FAILURE"}
     if not installed:
         assert "stopped while running" in json.dumps(status)
     retry = restarted.submit(boundary_name="gambia", processors=[TEST, ADMIN1])
@@ -203,3 +206,16 @@ def test_a_read_only_package_root_fails_the_job_and_completes_once_writable(tmp_
         assert status["job_group_status"] == "EXECUTING"  # its provenance cannot be written yet
         subprocess.run(["mount", "-o", "remount,rw", str(queue.packages.root)], check=True)
         assert_consistent(queue, "gambia", job_id)
+
+
+def test_kill_9_of_the_api_with_queued_jobs_then_restart(backend):
+    api = backend.serve(workers=0)
+    jobs = [backend.submit(boundary, ["test_processor.version_1"]) for boundary in ("gambia", "senegal", "togo")]
+    api.kill()  # SIGKILL, the jobs still queued
+    backend.serve(workers=2)
+    for job_id in jobs:
+        status = backend.wait_job(job_id, timeout=60)
+        assert processor_states(status) == {"test_processor.version_1": "SUCCESS"}
+    for job_id, boundary in zip(jobs, ("gambia", "senegal", "togo")):
+        provenance = json.loads((backend.data_dir / f"packages/{boundary}/provenance.json").read_text())
+        assert [e["job_id"] for e in provenance.values()] == [job_id]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.conftest import Backend, isolated_env
 
 # Examples per operation: bounded for `make test` (about 25 s); `make soak` raises it.
-EXAMPLES = int(os.environ.get("CCGAUTOPKG_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("CCGAUTOPKG_FUZZ_EXAMPLES", "10"))
 
 
 @pytest.fixture(scope="module")
