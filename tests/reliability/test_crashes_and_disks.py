@@ -219,3 +219,17 @@ def test_kill_9_of_the_api_with_queued_jobs_then_restart(backend):
     for job_id, boundary in zip(jobs, ("gambia", "senegal", "togo")):
         provenance = json.loads((backend.data_dir / f"packages/{boundary}/provenance.json").read_text())
         assert [e["job_id"] for e in provenance.values()] == [job_id]
+
+
+def test_a_worker_start_removes_empty_part_files_and_keeps_resumable_ones(tmp_path, seeded_boundaries_db):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    queue = durable_queue(data_dir)
+    cache = queue.settings.localfs_processing_backend_root / "storm" / "version_1" / "source_data"
+    cache.mkdir(parents=True)
+    (cache / "stalled.tif.part").write_bytes(b"")
+    (cache / "resumable.tif.part").write_bytes(b"first megabyte")
+    done = queue.clean_start()
+    assert [p.name for p in cache.iterdir() if p.suffix == ".part"] == ["resumable.tif.part"]
+    assert done == [f"removed empty download {cache / 'stalled.tif.part'}"]
