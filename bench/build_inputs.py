@@ -177,10 +177,10 @@ SAMPLE_MIRROR = CACHE / "sample-mirror"
 
 
 def storm_files(mirror: Path = STORM_MIRROR) -> list[Path]:
-    from processors.builtin.storm import source_urls
+    from processors.builtin.storm import StormGlobalMosaics
     from processors.fetch import mirror_url
 
-    return [Path(mirror_url(url, str(mirror))) for url in source_urls()]
+    return [Path(mirror_url(src.url, str(mirror))) for src in StormGlobalMosaics.raster_sources()]
 
 
 def build_storm(mirror: Path = STORM_MIRROR) -> float:
