@@ -265,7 +265,8 @@ class UploadedBoundary:
 
     def json(self) -> bytes:
         head = json.dumps({"id": self.id, "name": self.name, "name_long": self.name_long,
-                           "admin_level": self.admin_level}, ensure_ascii=False, separators=(",", ":"))
+                           "admin_level": str(self.admin_level)},  # a string in the v1 API (predecessor)
+                          ensure_ascii=False, separators=(",", ":"))
         return b"".join((head[:-1].encode(), b',"geometry":', self.geometry_json,
                          b',"envelope":', self.envelope_json, b"}"))
 

@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import requests
 
+from backend import contract
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -39,32 +41,33 @@ class Client:
         return response.json()
 
     def readiness(self) -> dict[str, Any]:
-        return self._call("GET", "/v1/readiness")
+        return self._call("GET", contract.READINESS)
 
     def search_boundaries(self, *, name: str | None = None, latitude: float | None = None, longitude: float | None = None) -> list[dict[str, Any]]:
         """By name (substring) or by point."""
         params = {"name": name} if name else {"latitude": latitude, "longitude": longitude}
-        return self._call("GET", "/v1/boundaries/search", params=params)
+        return self._call("GET", contract.BOUNDARY_SEARCH, params=params)
 
     def boundary(self, name: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/boundaries/{name}")
+        return self._call("GET", contract.BOUNDARY.format(name=name))
 
     def upload_boundary(self, geojson: dict[str, Any], *, name: str | None = None, name_long: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("name", name), ("name_long", name_long)) if v}
-        return self._call("POST", "/v1/boundaries", json=geojson, params=params)
+        return self._call("POST", contract.BOUNDARIES, json=geojson, params=params)
 
     def processors(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/processors")
+        return self._call("GET", contract.PROCESSORS)
 
-    def submit_job(self, *, boundary_name: str, processors: list[str]) -> str:
-        """Returns the job id."""
-        return self._call("POST", "/v1/jobs", json={"boundary_name": boundary_name, "processors": processors})["job_id"]
+    def submit_job(self, *, boundary_name: str, processors: list[str], replace: bool = False) -> str:
+        """Returns the job id. `replace`: run datasets already in the package again."""
+        body = {"boundary_name": boundary_name, "processors": processors, "replace": replace}
+        return self._call("POST", contract.JOBS, json=body)["job_id"]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}")
+        return self._call("GET", contract.JOB.format(job_id=job_id))
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return self._call("DELETE", f"/v1/jobs/{job_id}")
+        return self._call("DELETE", contract.JOB.format(job_id=job_id))
 
     def wait(self, job_id: str, *, poll_seconds: float = 0.5, timeout: float | None = None,
              on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
@@ -74,14 +77,14 @@ class Client:
             status = self.job(job_id)
             if on_progress:
                 on_progress(status)
-            if status["job_group_status"] == "COMPLETE":
+            if status["job_group_status"] == contract.GroupStatus.COMPLETE:
                 return status
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} not complete after {timeout} s")
             time.sleep(poll_seconds)
 
     def packages(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/packages")
+        return self._call("GET", contract.PACKAGES)
 
     def package(self, boundary_name: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/packages/{boundary_name}")
+        return self._call("GET", contract.PACKAGE.format(boundary_name=boundary_name))

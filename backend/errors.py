@@ -27,7 +27,7 @@ class PayloadTooLarge(BackendError):
 
 class BoundaryNotFound(NotFound):
     def __init__(self, name: str):
-        super().__init__(f"boundary not found: {name!r}")
+        super().__init__(f"Requested boundary {name} could not be found")
 
 
 class InvalidBoundary(InvalidRequest):
@@ -41,12 +41,24 @@ class BoundaryExists(Conflict):
 
 class JobNotFound(NotFound):
     def __init__(self, job_id: str):
-        super().__init__(f"job not found: {job_id!r}")
+        super().__init__(f"Job not found: {job_id}")
 
 
 class PackageNotFound(NotFound):
     def __init__(self, name: str):
-        super().__init__(f"package not found: {name!r}")
+        super().__init__(f"Package {name} not found")
+
+
+class PackageHasNoDatasets(NotFound):
+    """The package folder holds no dataset version of a known processor."""
+
+    def __init__(self, name: str):
+        super().__init__(f"Package {name} has no existing or executing datasets")
+
+
+class PackageBusy(Conflict):
+    def __init__(self, name: str, job_ids: list[str]):
+        super().__init__(f"Package {name} has unfinished jobs ({', '.join(job_ids)}); wait for them or cancel them first")
 
 
 class UnsafePath(InvalidRequest):

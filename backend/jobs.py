@@ -32,6 +32,7 @@ from huey import RedisHuey, SqliteHuey, group
 from huey.api import Huey
 
 from backend.boundaries import BoundaryStore
+from backend.contract import TERMINAL_STATES, GroupState, GroupStatus, JobState
 from backend.errors import BackendError, BoundaryNotFound, InvalidRequest, JobNotFound
 from backend.packages import PackageStore, ProvenanceRecord, dataset_result, process_gone, software_versions, utcnow
 from backend.safepaths import make_dirs
@@ -45,8 +46,9 @@ log = logging.getLogger(__name__)
 _DISK_ERRORS = {errno.ENOSPC: "is full (no space left on device)", errno.EDQUOT: "is over its disk quota",
                 errno.EROFS: "is read-only"}
 _FULL_DISK_TEXTS = ("No space left on device", "database or disk is full")  # GDAL's and SQLite's words
-PENDING, EXECUTING, SUCCESS, FAILURE, SKIPPED, REVOKED = "PENDING", "EXECUTING", "SUCCESS", "FAILURE", "SKIPPED", "REVOKED"
-TERMINAL = {SUCCESS, FAILURE, SKIPPED, REVOKED}
+PENDING, EXECUTING, SUCCESS, FAILURE, SKIPPED, REVOKED = (JobState.PENDING, JobState.EXECUTING, JobState.SUCCESS,
+                                                        JobState.FAILURE, JobState.SKIPPED, JobState.REVOKED)
+TERMINAL = TERMINAL_STATES
 FOLLOW_POLL_SECONDS = 0.2
 PROGRESS_WRITE_SECONDS = 0.2
 
@@ -120,27 +122,29 @@ class JobQueue:
         return self._get(f"cancel:{job_id}") is not None
 
     # -- API side -------------------------------------------------------------------------------
-    def submit(self, *, boundary_name: str, processors: list[str]) -> str:
-        """Validate and enqueue a job; returns its id. Datasets already packaged are SKIPPED now."""
+    def submit(self, *, boundary_name: str, processors: list[str], replace: bool = False) -> str:
+        """Validate and enqueue a job; returns its id. Datasets already packaged are SKIPPED now,
+        unless `replace` asks to produce them again."""
         if not processors:
             raise InvalidRequest("no processors requested")
         duplicates = sorted({p for p in processors if processors.count(p) > 1})
         if duplicates:
             raise InvalidRequest(f"duplicate processors in request: {', '.join(duplicates)}")
+        try:
+            boundary = self.boundaries.get(boundary_name)
+        except BoundaryNotFound as exc:
+            raise InvalidRequest(exc.detail) from exc
         classes = []
         for name in processors:
             try:
                 classes.append(self.registry.get(name))
-            except ProcessorNotFound as exc:
-                raise InvalidRequest(str(exc)) from None
-        try:
-            boundary = self.boundaries.get(boundary_name)
-        except BoundaryNotFound as exc:
-            raise InvalidRequest(f"unknown boundary: {boundary_name!r}") from exc
+            except ProcessorNotFound:
+                raise InvalidRequest(f"Invalid processor.version: {name}") from None
         job_id = uuid.uuid4().hex
-        self._put(f"job:{job_id}", {"job_id": job_id, "boundary_name": boundary["name"], "processors": processors, "created": utcnow()})
+        self._put(f"job:{job_id}", {"job_id": job_id, "boundary_name": boundary["name"], "processors": processors,
+                                    "created": utcnow(), "replace": replace})
         for cls in classes:
-            if self.packages.has_dataset(boundary["name"], cls):
+            if not replace and self.packages.has_dataset(boundary["name"], cls):
                 record = {"job_status": SKIPPED, "percent": 100.0, "step": "exists", "result": {"skipped": "dataset already in the package"}}
             else:
                 record = {"job_status": PENDING, "percent": 0.0, "step": "queued", "result": None}
@@ -161,22 +165,50 @@ class JobQueue:
         return job
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """The predecessor's job-group shape, with progress per processor.
+        """The predecessor's job-group shape (PENDING until done, whole percents), with the
+        richer state and unrounded progress in added fields.
 
         COMPLETE only once the job's provenance entry is in the package: whoever first sees every
         processor finished (the worker's last task, or this call) records it.
         """
-        job = self._job(job_id)
+        return self._status(self._job(job_id))
+
+    def jobs(self, *, boundary_name: str | None = None, state: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Recent jobs, newest first, optionally of one boundary and in one `job_group_state`;
+        `limit` None: all of them."""
+        found = []
+        for key, value in self.huey.storage.result_items().items():
+            if key.startswith("job:") and _looks_like_id(key[4:]):
+                job = self.huey.serializer.deserialize(value)
+                if boundary_name in (None, job["boundary_name"]):
+                    found.append(job)
+        found.sort(key=lambda job: job["created"], reverse=True)
+        statuses = []
+        for job in found:
+            status = self._status(job)
+            if state in (None, status["job_group_state"]):
+                statuses.append(status)
+                if len(statuses) == limit:
+                    break
+        return statuses
+
+    def _status(self, job: dict[str, Any]) -> dict[str, Any]:
+        job_id = job["job_id"]
         cancelled = self.is_cancelled(job_id)
         entries = self._entries(job_id, job, cancelled)
         states = {e["job_status"] for e in entries}
         done = states <= TERMINAL and self._provenance_recorded(job_id, job, entries)
-        group_status = "COMPLETE" if done else ("PENDING" if states == {PENDING} else "EXECUTING")
+        state = GroupState.COMPLETE if done else (GroupState.PENDING if states == {PENDING} else GroupState.EXECUTING)
+        percent = sum(e["job_progress"]["percent"] for e in entries) / len(entries)
         return {
             "job_id": job_id,
             "boundary_name": job["boundary_name"],
-            "job_group_status": group_status,
-            "job_group_percent_complete": round(sum(e["job_progress"]["percent_complete"] for e in entries) / len(entries), 2),
+            "created": job["created"],
+            "replace": job.get("replace", False),
+            "job_group_status": GroupStatus.COMPLETE if done else GroupStatus.PENDING,
+            "job_group_state": state,
+            "job_group_percent_complete": int(percent),
+            "job_group_percent": round(percent, 2),
             "job_group_cancelled": cancelled,
             "job_group_processors": entries,
         }
@@ -201,7 +233,7 @@ class JobQueue:
                     "job_id": job_id,
                     "processor_name": name,
                     "job_status": state,
-                    "job_progress": {"percent_complete": percent, "current_task": record.get("step", "")},
+                    "job_progress": {"percent_complete": int(percent), "current_task": record.get("step", ""), "percent": percent},
                     "job_result": result,
                     "worker": record.get("worker"),
                     "followed_job_id": record.get("followed_job_id"),
@@ -287,7 +319,7 @@ class JobQueue:
         boundary = self.boundaries.get(job["boundary_name"])
         lock_key = f"running:{boundary['name']}:{processor_name}"
         while True:
-            if self.packages.has_dataset(boundary["name"], processor):
+            if not job.get("replace") and self.packages.has_dataset(boundary["name"], processor):
                 self._update(job_id, processor_name, job_status=SKIPPED, percent=100.0, step="exists", result={"skipped": "dataset already in the package"})
                 return
             if self._put_if_empty(lock_key, {"job_id": job_id}):

@@ -276,7 +276,7 @@ class PackageStore:
     def list_packages(self) -> list[dict[str, Any]]:
         """`[{boundary_name, uri}]` for every package folder."""
         return [
-            {"boundary_name": p.name, "uri": self.uri(f"{p.name}/index.html")}
+            {"boundary_name": p.name, "uri": self.uri(f"{p.name}/")}
             for p in sorted(self.root.iterdir())
             if p.is_dir() and not p.is_symlink() and SAFE_NAME.match(p.name)
         ]
@@ -303,11 +303,30 @@ class PackageStore:
             )
         return {
             "boundary_name": boundary_name,
-            "uri": self.uri(f"{boundary_name}/index.html"),
+            "uri": self.uri(f"{boundary_name}/"),
             "datapackage_uri": self.uri(f"{boundary_name}/datapackage.json"),
             "datasets": datasets,
             "datapackage": package,
         }
+
+    def dataset_versions(self, boundary_name: str) -> list[tuple[str, str]]:
+        """(dataset, version) of every dataset version folder in a package; `PackageNotFound`."""
+        datasets = self.package_dir(boundary_name) / "datasets"
+        if not datasets.parent.is_dir():
+            raise PackageNotFound(boundary_name)
+        if not datasets.is_dir():
+            return []
+        def folders(parent: Path) -> list[Path]:  # no symbolic link is followed out of the root
+            return [f for f in sorted(parent.iterdir()) if f.is_dir() and not f.is_symlink() and not f.name.startswith(".")]
+
+        return [(d.name, v.name) for d in folders(datasets) for v in folders(d)]
+
+    def delete_package(self, boundary_name: str) -> None:
+        """Remove a package folder: renamed out of sight at once, then deleted."""
+        with self.locked(boundary_name) as folder:
+            trash = self.root / f".trash-{boundary_name}-{uuid.uuid4().hex}"
+            os.replace(folder, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def software_versions() -> dict[str, str]:

@@ -190,6 +190,14 @@ def isolated_env(data_dir: Path, seeded_boundaries_db: Path) -> dict[str, str]:
     return env
 
 
+def module_backend(tmp_path_factory, seeded_boundaries_db: Path, name: str) -> Backend:
+    """A running `autopkg serve` shared by one test module (the caller stops it)."""
+    data_dir = tmp_path_factory.mktemp(name) / "data"
+    backend = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
+    backend.serve()
+    return backend
+
+
 @pytest.fixture
 def backend_env(tmp_path, seeded_boundaries_db) -> dict[str, str]:
     return isolated_env(tmp_path / "data", seeded_boundaries_db)

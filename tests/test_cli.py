@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AUTOPKG, ROOT, Backend, free_port, isolated_env
+from tests.conftest import AUTOPKG, ROOT, free_port, module_backend
 
 TEST = "test_processor.version_1"
 FAIL = "test_fail_processor.version_1"
@@ -137,9 +137,7 @@ def test_settings_lists_every_variable(backend_env):
 @pytest.fixture(scope="module")
 def cli_backend(tmp_path_factory, seeded_boundaries_db):
     """One `autopkg serve` for this module (like `served`, shared to keep the module fast)."""
-    data_dir = tmp_path_factory.mktemp("cli") / "data"
-    backend = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
-    backend.serve()
+    backend = module_backend(tmp_path_factory, seeded_boundaries_db, "cli")
     yield backend
     backend.stop()
 
@@ -208,14 +206,14 @@ def test_jobs_submit_unknown_boundary_exits_2_with_the_api_message(cli_backend):
     result = autopkg("jobs", "submit", "--boundary", "atlantis", "--processor", TEST, "--url", cli_backend.url, env=cli_backend.env)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert "unknown boundary: 'atlantis'" in result.stderr and "HTTP 400" in result.stderr
+    assert "Requested boundary atlantis could not be found" in result.stderr and "HTTP 400" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_packages_unknown_boundary_exits_2(cli_backend):
     result = autopkg("packages", "atlantis", "--url", cli_backend.url, env=cli_backend.env)
     assert result.returncode == 2
-    assert "package not found: 'atlantis'" in result.stderr
+    assert "Package atlantis not found" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["processors"], ["packages"], ["boundaries", "search", "gambia"],

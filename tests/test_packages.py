@@ -216,7 +216,8 @@ def test_installed_package_validates_as_a_frictionless_data_package(store, work)
 def test_list_and_get_package(store, work):
     store.ensure_package(GAMBIA)
     install(store, Nightlights, work)
-    assert store.list_packages() == [{"boundary_name": "gambia", "uri": "/packages/gambia/index.html"}]
+    assert store.list_packages() == [{"boundary_name": "gambia", "uri": "/packages/gambia/"}]
+    assert store.dataset_versions("gambia") == [("test_processor", "version_1")]
     package = store.get_package("gambia")
     (dataset,) = package["datasets"]
     assert dataset["name"] == resource_name(Nightlights) and dataset["processor"] == "test_processor.version_1"

@@ -720,7 +720,8 @@ class CcgDockWidget(QgsDockWidget):
             self.ui.overallProgress.setFormat("Cancelled at %p%")
         else:
             self.ui.overallProgress.setValue(int(round(status.get("job_group_percent_complete") or 0)))
-        group_status = status.get("job_group_status", "")
+        # job_group_state says EXECUTING too; job_group_status has only the predecessor's PENDING/COMPLETE
+        group_status = status.get("job_group_state") or status.get("job_group_status", "")
         self.ui.jobLabel.setText(f"Job for {self.job_boundary}: {group_status}{' (cancelled)' if status.get('job_group_cancelled') else ''}")
         self.job_updated.emit(status)
         if group_status == GroupStatus.COMPLETE:

@@ -177,7 +177,7 @@ def test_backend_down_gives_a_clear_message(plugin, message_bar, qtbot):
 def test_backend_errors_show_the_backend_detail(dock, message_bar, qtbot):
     with qtbot.waitSignal(dock.error_reported, timeout=10000) as signal:
         dock.choose_boundary({"name": "atlantis", "name_long": "Atlantis"})
-    assert "boundary not found: 'atlantis'" in signal.args[0]
+    assert "Requested boundary atlantis could not be found" in signal.args[0]
     dock.set_checked_processors(["test_processor.version_1"])
     with qtbot.waitSignal(dock.error_reported, timeout=10000) as signal:
         dock.create_package()

@@ -213,7 +213,7 @@ def test_cancelling_the_algorithm_cancels_the_job(processing, backend, backend_e
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             submitted = [i.split()[1] for i in list(feedback.infos) if i.startswith("Job ") and "submitted" in i]
-            if submitted and backend.get(f"/v1/jobs/{submitted[0]}").json()["job_group_status"] == "EXECUTING":
+            if submitted and backend.get(f"/v1/jobs/{submitted[0]}").json()["job_group_state"] == "EXECUTING":
                 break
             time.sleep(0.05)
         feedback.cancel()
