@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ipaddress
-import json
 import logging
 import os
 import signal
@@ -134,14 +133,41 @@ def cmd_boundaries_load(args: argparse.Namespace) -> int:
     return 0 if report.loaded or not report.skipped else 1
 
 
+def server_url(environ: dict[str, str] | None = None) -> str:
+    """`CCGAUTOPKG_URL`, else the address `autopkg serve` listens on (`CCGAUTOPKG_HOST`/`_PORT`)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("CCGAUTOPKG_URL"):
+        return environ["CCGAUTOPKG_URL"]
+    settings = Settings.from_env(environ)
+    host = "127.0.0.1" if settings.host in ("", "0.0.0.0") else "::1" if settings.host == "::" else settings.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+
+
 def _client(args: argparse.Namespace):
     from backend.client import Client
 
+    args.url = args.url or server_url()
     return Client(args.url, token=args.token)
 
 
-def _print(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+def _print_json(value: Any) -> None:
+    from pydantic import TypeAdapter
+
+    print(TypeAdapter(Any).dump_json(value, indent=2).decode())
+
+
+def _boundary(client, typed: str) -> str:
+    """The boundary name for what was typed (any case, long name); `NoMatch` says what was meant."""
+    from backend.suggest import BoundaryNames
+
+    return BoundaryNames(client.boundaries()).resolve(typed)
+
+
+def _processor_names(client, typed: list[str]) -> list[str]:
+    from backend.suggest import ProcessorNames
+
+    names = ProcessorNames(client.processors())
+    return [names.resolve(t) for t in typed]
 
 
 def cmd_boundaries_search(args: argparse.Namespace) -> int:
@@ -149,56 +175,93 @@ def cmd_boundaries_search(args: argparse.Namespace) -> int:
         raise SystemExit("give a NAME, or --latitude and --longitude")
     results = _client(args).search_boundaries(name=args.name, latitude=args.latitude, longitude=args.longitude)
     for b in results:
-        print(f"{b['name']}\t{b['name_long']}")
+        print(f"{b.name}\t{b.name_long}")
+    if not results:
+        where = repr(args.name) if args.name else f"the point {args.latitude}, {args.longitude}"
+        print(f"autopkg: no boundary matches {where}", file=sys.stderr)
     return 0 if results else 1
 
 
 def cmd_processors(args: argparse.Namespace) -> int:
     for dataset in _client(args).processors():
-        for v in dataset["versions"]:
-            print(f"{v['name']}\t{v['data_title'] or v['description']}\t{v['data_license']['name']}")
+        for v in dataset.versions:
+            print(f"{v.name}\t{v.data_title or v.description}\t{v.data_license.name}")
     return 0
 
 
-def _progress_line(status: dict[str, Any]) -> str:
-    width = 30
-    pct = status["job_group_percent_complete"]
-    bar = "#" * int(width * pct / 100)
-    states = " ".join(f"{p['processor_name']}={p['job_status']}" for p in status["job_group_processors"])
-    return f"\r[{bar:<{width}}] {pct:5.1f}% {states}"
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from backend.progress import count, human_bytes
+
+    client = _client(args)
+    boundary = _boundary(client, args.boundary)
+    total_bytes = total_files = 0
+    for name in _processor_names(client, args.processor):
+        estimate = client.estimate(processor=name, boundary_name=boundary)
+        total_bytes += estimate.bytes or 0
+        total_files += estimate.files or 0
+        print(f"{name}\t{count(estimate.files, 'file')}\t{human_bytes(estimate.bytes or 0)}\t{estimate.method}")
+    print(f"total for {boundary}\t{count(total_files, 'file')}\t{human_bytes(total_bytes)}")
+    return 0
 
 
 def cmd_jobs_submit(args: argparse.Namespace) -> int:
+    from backend.progress import JobProgressView
+
     client = _client(args)
-    job_id = client.submit_job(boundary_name=args.boundary, processors=args.processor)
-    print(job_id)
+    boundary = _boundary(client, args.boundary)
+    job_id = client.submit_job(boundary_name=boundary, processors=_processor_names(client, args.processor), replace=args.replace)
+    print(job_id, flush=True)
     if not args.wait:
         return 0
-    status = client.wait(job_id, on_progress=lambda s: print(_progress_line(s), end="", file=sys.stderr, flush=True))
-    print(file=sys.stderr)
-    failed = [p for p in status["job_group_processors"] if p["job_status"] in ("FAILURE", "REVOKED")]
-    for p in failed:
-        print(f"{p['processor_name']}: {p['job_status']} {json.dumps(p['job_result'])}", file=sys.stderr)
-    return 1 if failed else 0
+    view = JobProgressView(sys.stderr, terminal=sys.stderr.isatty())
+    try:
+        status = client.wait(job_id, on_progress=view.update)
+    except KeyboardInterrupt:
+        print(f"\nautopkg: stopped waiting; job {job_id} goes on in the backend.\n"
+              f"  follow it: autopkg jobs status {job_id}\n  cancel it: autopkg jobs cancel {job_id}", file=sys.stderr)
+        return 130
+    package = next((p.uri for p in client.packages() if p.boundary_name == boundary), None)
+    view.finish(status, client.url(package) if package else "none (the job wrote nothing)")
+    return 1 if any(p.job_status in ("FAILURE", "REVOKED") for p in status.job_group_processors) else 0
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    client = _client(args)
+    boundary = _boundary(client, args.boundary) if args.boundary else None
+    for job in client.jobs(boundary_name=boundary, state=args.state, limit=args.limit):
+        processors = ", ".join(p.processor_name for p in job.job_group_processors)
+        print(f"{job.job_id}\t{job.created[:19]}\t{job.job_group_state}\t{job.job_group_percent_complete}%\t{job.boundary_name}\t{processors}")
+    return 0
 
 
 def cmd_jobs_status(args: argparse.Namespace) -> int:
-    _print(_client(args).job(args.job_id))
+    _print_json(_client(args).job(args.job_id))
     return 0
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
-    _print(_client(args).cancel_job(args.job_id))
+    _print_json(_client(args).cancel_job(args.job_id))
     return 0
 
 
 def cmd_packages(args: argparse.Namespace) -> int:
+    from backend.progress import human_bytes
+
     client = _client(args)
-    if args.boundary:
-        _print(client.package(args.boundary))
+    if args.delete:
+        _print_json(client.delete_package(_boundary(client, args.boundary)))
+    elif args.boundary and args.json:
+        _print_json(client.package(_boundary(client, args.boundary)))
+    elif args.boundary:
+        package = client.package(_boundary(client, args.boundary))
+        print(f"{package.boundary_name}\t{client.url(package.uri)}")
+        for dataset in package.datasets:
+            print(f"  {dataset.processor}\t{dataset.title}")
+            for f in dataset.files:
+                print(f"    {f.path}\t{human_bytes(f.bytes or 0)}")
     else:
         for p in client.packages():
-            print(f"{p['boundary_name']}\t{p['uri']}")
+            print(f"{p.boundary_name}\t{client.url(p.uri)}")
     return 0
 
 
@@ -213,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     url = argparse.ArgumentParser(add_help=False)
-    url.add_argument("--url", default=os.environ.get("CCGAUTOPKG_URL", "http://127.0.0.1:8000"), help="backend URL (env CCGAUTOPKG_URL)")
+    url.add_argument("--url", help="backend URL (default: env CCGAUTOPKG_URL, else http://CCGAUTOPKG_HOST:CCGAUTOPKG_PORT)")
     url.add_argument("--token", default=os.environ.get("CCGAUTOPKG_API_TOKEN") or None, help="API token (env CCGAUTOPKG_API_TOKEN)")
 
     p = sub.add_parser("serve", help="run the API, and the workers in a child process")
@@ -240,17 +303,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("processors", parents=[url], help="list processors")
     p.set_defaults(func=cmd_processors)
+    p = sub.add_parser("estimate", parents=[url], help="estimated output size of processors for a boundary")
+    p.add_argument("--boundary", required=True, help="name or long name, any case")
+    p.add_argument("--processor", action="append", required=True, help='"dataset.version" (repeat for several)')
+    p.set_defaults(func=cmd_estimate)
 
-    jobs = sub.add_parser("jobs", help="submit and follow jobs").add_subparsers(dest="action", required=True)
+    jobs = sub.add_parser("jobs", help="submit, list and follow jobs").add_subparsers(dest="action", required=True)
     p = jobs.add_parser("submit", parents=[url], help="submit a job")
-    p.add_argument("--boundary", required=True), p.add_argument("--processor", action="append", required=True)
-    p.add_argument("--wait", action="store_true", help="show progress until the job completes")
+    p.add_argument("--boundary", required=True, help="name or long name, any case")
+    p.add_argument("--processor", action="append", required=True, help='"dataset.version" (repeat for several)')
+    p.add_argument("--replace", action="store_true", help="produce datasets already in the package again")
+    p.add_argument("--wait", action="store_true", help="show progress until the job completes, then a summary")
     p.set_defaults(func=cmd_jobs_submit)
+    p = jobs.add_parser("list", parents=[url], help="recent jobs, newest first")
+    p.add_argument("--boundary"), p.add_argument("--state", choices=["PENDING", "EXECUTING", "COMPLETE"])
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_jobs_list)
     p = jobs.add_parser("status", parents=[url]); p.add_argument("job_id"); p.set_defaults(func=cmd_jobs_status)
     p = jobs.add_parser("cancel", parents=[url]); p.add_argument("job_id"); p.set_defaults(func=cmd_jobs_cancel)
 
-    p = sub.add_parser("packages", parents=[url], help="list packages, or show one")
+    p = sub.add_parser("packages", parents=[url], help="list packages, or show (or delete) one")
     p.add_argument("boundary", nargs="?")
+    p.add_argument("--json", action="store_true", help="the API's whole answer for BOUNDARY (with its geometry)")
+    p.add_argument("--delete", action="store_true", help="delete the package BOUNDARY")
     p.set_defaults(func=cmd_packages)
     return parser
 
@@ -266,11 +341,12 @@ def _connection_reason(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "delete", False) and not args.boundary:
+        parser.error("--delete needs the BOUNDARY to delete")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from requests import ConnectionError as RequestsConnectionError
-
-    from backend.client import ClientError
+    from backend.client import ClientError, requests  # the client quiets requests' import-time warning
     from backend.errors import BackendError
 
     try:
@@ -278,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ClientError, BackendError, ValueError) as exc:
         print(f"autopkg: {exc}", file=sys.stderr)
         return 2
-    except RequestsConnectionError as exc:  # before OSError (its base): urllib3's message is unreadable
+    except requests.ConnectionError as exc:  # before OSError (its base): urllib3's message is unreadable
         print(f"autopkg: cannot reach {getattr(args, 'url', 'the backend')}: {_connection_reason(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -226,7 +226,7 @@ def test_api_token_guards_data_and_jobs_but_not_health(backend):
 
     from backend.client import Client, ClientError
 
-    assert Client(backend.url, token="s3cret").search_boundaries(name="kenya")[0]["name"] == "kenya"
+    assert Client(backend.url, token="s3cret").search_boundaries(name="kenya")[0].name == "kenya"
     with pytest.raises(ClientError) as error:
         Client(backend.url).processors()
     assert error.value.status_code == 401

@@ -1,14 +1,18 @@
-"""The `autopkg` command line as real subprocesses: loading boundaries, and driving a running backend."""
+"""The `autopkg` command line: loading boundaries and settings as real subprocesses, and driving a
+running backend in-process (`main([...])`)."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import AUTOPKG, ROOT, free_port, module_backend
 
@@ -132,7 +136,7 @@ def test_settings_lists_every_variable(backend_env):
     assert "CCGAUTOPKG_WORKERS=\n" in result.stdout  # default: the number of cores
 
 
-# -- against a running backend ---------------------------------------------------------------------
+# -- against a running backend, in-process ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def cli_backend(tmp_path_factory, seeded_boundaries_db):
@@ -142,92 +146,175 @@ def cli_backend(tmp_path_factory, seeded_boundaries_db):
     backend.stop()
 
 
-def test_boundaries_search_by_name_prints_exact_match_first(cli_backend):
-    result = autopkg("boundaries", "search", "gambia", "--url", cli_backend.url, env=cli_backend.env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "gambia\tGambia"
+@pytest.fixture
+def run(cli_backend, capsys, monkeypatch):
+    """`autopkg ARGS` in this process against the module's backend, found through CCGAUTOPKG_URL."""
+    from backend.cli import main
+
+    for name in [n for n in os.environ if n.startswith("CCGAUTOPKG_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CCGAUTOPKG_URL", cli_backend.url)
+
+    def autopkg_main(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return autopkg_main
 
 
-def test_boundaries_search_by_point_prints_kenya(cli_backend):
-    result = autopkg("boundaries", "search", "--latitude", "-1.29", "--longitude", "36.82", "--url", cli_backend.url, env=cli_backend.env)
-    assert result.returncode == 0, result.stderr
-    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["kenya", "kenya_nairobi"]
+def test_server_url_from_ccgautopkg_url_else_host_and_port():
+    from backend.cli import server_url
+
+    assert server_url({"CCGAUTOPKG_URL": "http://example.org:1", "CCGAUTOPKG_PORT": "9"}) == "http://example.org:1"
+    assert server_url({}) == "http://127.0.0.1:8000"
+    assert server_url({"CCGAUTOPKG_HOST": "0.0.0.0", "CCGAUTOPKG_PORT": "8123"}) == "http://127.0.0.1:8123"
+    assert server_url({"CCGAUTOPKG_HOST": "::1", "CCGAUTOPKG_PORT": "8123"}) == "http://[::1]:8123"
 
 
-def test_boundaries_search_without_name_or_point_is_refused(cli_backend):
-    result = autopkg("boundaries", "search", "--url", cli_backend.url, env=cli_backend.env)
-    assert result.returncode != 0
-    assert "give a NAME, or --latitude and --longitude" in result.stderr
+def test_the_port_the_server_reads_is_where_the_cli_looks(run, cli_backend, monkeypatch):
+    monkeypatch.delenv("CCGAUTOPKG_URL")
+    monkeypatch.setenv("CCGAUTOPKG_PORT", str(cli_backend.port))
+    code, out, err = run("processors")
+    assert code == 0, err
+    assert TEST in [line.split("\t")[0] for line in out.splitlines()]
 
 
-def test_processors_lists_test_processor(cli_backend):
-    result = autopkg("processors", "--url", cli_backend.url, env=cli_backend.env)
-    assert result.returncode == 0, result.stderr
-    names = [line.split("\t")[0] for line in result.stdout.splitlines()]
+def test_boundaries_search_by_name_prints_exact_match_first(run):
+    code, out, err = run("boundaries", "search", "gambia")
+    assert code == 0, err
+    assert out.splitlines()[0] == "gambia\tGambia"
+
+
+def test_boundaries_search_by_point_prints_kenya(run):
+    code, out, err = run("boundaries", "search", "--latitude", "-1.29", "--longitude", "36.82")
+    assert code == 0, err
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["kenya", "kenya_nairobi"]
+
+
+def test_boundaries_search_without_a_match_says_so(run):
+    assert run("boundaries", "search", "atlantis") == (1, "", "autopkg: no boundary matches 'atlantis'\n")
+
+
+def test_boundaries_search_without_name_or_point_is_refused(run):
+    with pytest.raises(SystemExit, match="give a NAME, or --latitude and --longitude"):
+        run("boundaries", "search")
+
+
+def test_processors_lists_test_processor(run):
+    code, out, err = run("processors")
+    assert code == 0, err
+    names = [line.split("\t")[0] for line in out.splitlines()]
     assert TEST in names and FAIL in names and "natural_earth_admin1.version_1" in names
-    assert any(line.startswith(f"{TEST}\t") and line.endswith("\tCC-BY-4.0") for line in result.stdout.splitlines())
+    assert any(line.startswith(f"{TEST}\t") and line.endswith("\tCC-BY-4.0") for line in out.splitlines())
 
 
-def test_jobs_submit_wait_shows_progress_and_the_package_appears(cli_backend):
-    url, env = cli_backend.url, cli_backend.env
-    result = autopkg("jobs", "submit", "--boundary", "gambia", "--processor", TEST, "--wait", "--url", url, env=env)
+def test_jobs_submit_by_long_name_waits_with_compact_progress_and_ends_with_the_package(run, cli_backend):
+    code, out, err = run("jobs", "submit", "--boundary", "South Sudan", "--processor", TEST.upper(), "--wait")
 
-    assert result.returncode == 0, result.stderr
-    job_id = result.stdout.strip()
-    assert re.fullmatch(r"[0-9a-f]{32}", job_id), result.stdout
-    bars = [b for b in result.stderr.splitlines() if b.startswith("[")]  # "\r"-separated updates
-    assert bars, result.stderr
-    assert re.match(r"\[#{30}\] 100\.0% ", bars[-1]) and f"{TEST}=SUCCESS" in bars[-1]
+    assert code == 0, err
+    job_id = out.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id), out
+    lines = err.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), err
+    assert re.fullmatch(rf"100%  SUCCESS    {TEST}  done", lines[-4]), err  # last progress line, no terminal
+    assert lines[-3:] == [f"Job {job_id} complete: 1 SUCCESS", f"  {TEST}: SUCCESS - 1 file, 4 B",
+                          f"Package: {cli_backend.url}/packages/s_sudan/"]
+    assert requests.get(lines[-1].split(" ", 1)[1], timeout=10).status_code == 200
 
-    status = autopkg("jobs", "status", job_id, "--url", url, env=env)
-    assert status.returncode == 0 and json.loads(status.stdout)["job_group_status"] == "COMPLETE"
+    code, out, _ = run("jobs", "status", job_id)
+    assert code == 0 and json.loads(out)["job_group_status"] == "COMPLETE"
+    code, out, _ = run("packages")
+    assert f"s_sudan\t{cli_backend.url}/packages/s_sudan/" in out.splitlines()
+    code, out, _ = run("packages", "s. sudan", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)["datapackage"]["resources"]] == ["test_processor-version_1"]
+    code, out, _ = run("packages", "s_sudan")
+    assert out.splitlines() == [f"s_sudan\t{cli_backend.url}/packages/s_sudan/", f"  {TEST}\tnightlights",
+                                "    datasets/test_processor/version_1/data/test_processor-version_1-s_sudan.tif\t4 B"]
+    code, out, _ = run("jobs", "list", "--boundary", "south sudan", "--state", "COMPLETE")
+    assert code == 0 and [line.split("\t")[0] for line in out.splitlines()] == [job_id]
 
-    listing = autopkg("packages", "--url", url, env=env)
-    assert listing.returncode == 0, listing.stderr
-    assert "gambia" in [line.split("\t")[0] for line in listing.stdout.splitlines()]
-
-    shown = autopkg("packages", "gambia", "--url", url, env=env)
-    assert shown.returncode == 0, shown.stderr
-    package = json.loads(shown.stdout)
-    assert package["boundary_name"] == "gambia"
-    assert [r["name"] for r in package["datapackage"]["resources"]] == ["test_processor-version_1"]
-
-
-def test_jobs_submit_wait_with_failing_processor_exits_1_and_names_the_failure(cli_backend):
-    result = autopkg("jobs", "submit", "--boundary", "gambia", "--processor", FAIL, "--wait", "--url", cli_backend.url, env=cli_backend.env)
-
-    assert result.returncode == 1
-    assert re.fullmatch(r"[0-9a-f]{32}", result.stdout.strip())
-    assert f"{FAIL}: FAILURE" in result.stderr
-    assert "test-fail-processor failed as expected" in result.stderr
+    code, out, err = run("jobs", "submit", "--boundary", "s_sudan", "--processor", TEST, "--replace", "--wait")
+    assert code == 0 and f"  {TEST}: SUCCESS - 1 file, 4 B" in err.splitlines()
+    assert run("packages", "s_sudan", "--delete")[0] == 0
+    assert "s_sudan" not in run("packages")[1]
 
 
-def test_jobs_submit_unknown_boundary_exits_2_with_the_api_message(cli_backend):
-    result = autopkg("jobs", "submit", "--boundary", "atlantis", "--processor", TEST, "--url", cli_backend.url, env=cli_backend.env)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert "Requested boundary atlantis could not be found" in result.stderr and "HTTP 400" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_jobs_submit_wait_with_failing_processor_exits_1_and_names_the_failure(run):
+    code, out, err = run("jobs", "submit", "--boundary", "gambia", "--processor", FAIL, "--wait")
+
+    assert code == 1
+    assert re.fullmatch(r"[0-9a-f]{32}", out.strip())
+    summary = " ".join(err.split("complete: 1 FAILURE")[1].split())
+    assert f"{FAIL}: FAILURE - ProcessorError - test-fail-processor failed as expected" in summary, err
 
 
-def test_packages_unknown_boundary_exits_2(cli_backend):
-    result = autopkg("packages", "atlantis", "--url", cli_backend.url, env=cli_backend.env)
-    assert result.returncode == 2
-    assert "Package atlantis not found" in result.stderr
+def test_ctrl_c_while_waiting_says_the_job_goes_on(run, cli_backend, monkeypatch):
+    def interrupt(*_):
+        raise KeyboardInterrupt  # what Ctrl-C raises in the polling loop
+
+    monkeypatch.setattr("backend.progress.JobProgressView.update", interrupt)
+    code, out, err = run("jobs", "submit", "--boundary", "senegal", "--processor", TEST, "--wait")
+
+    job_id = out.strip()
+    assert code == 130
+    assert f"stopped waiting; job {job_id} goes on in the backend" in err
+    assert f"cancel it: autopkg jobs cancel {job_id}" in err and "Traceback" not in err
+    assert cli_backend.wait_job(job_id)["job_group_processors"][0]["job_status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--boundary", "gambai", "--processor", TEST], "autopkg: unknown boundary 'gambai'; did you mean: gambia (Gambia)"),
+    (["--boundary", "atlantis", "--processor", TEST], "autopkg: unknown boundary 'atlantis'; no boundary name is like it"),
+    (["--boundary", "gambia", "--processor", "test_processor.version_9"],
+     "autopkg: unknown version 'version_9' of test_processor; valid: test_processor.version_1"),
+    (["--boundary", "gambia", "--processor", "natural_earth_admin"],
+     "autopkg: unknown processor 'natural_earth_admin'; did you mean: natural_earth_admin1"),
+])
+def test_jobs_submit_says_what_was_meant(run, args, message):
+    code, out, err = run("jobs", "submit", *args)
+    assert (code, out) == (2, "")
+    assert err.startswith(message), err
+
+
+def test_estimate_prints_each_processor_and_the_total(run):
+    code, out, err = run("estimate", "--boundary", "Gambia", "--processor", TEST, "--processor", "natural_earth_admin1.version_1")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"{TEST}\t1 file\t4 B\tfixed: the test processor writes a 4-byte file"
+    assert lines[1].startswith("natural_earth_admin1.version_1\t1 file\t") and lines[2].startswith("total for gambia\t2 files\t")
+
+
+def test_packages_unknown_boundary_exits_2(run):
+    code, _, err = run("packages", "atlantis")
+    assert code == 2 and err.startswith("autopkg: unknown boundary 'atlantis'")
+
+
+def test_progress_on_a_terminal_is_one_line_that_fits_80_columns():
+    from backend.progress import JobProgressView
+    from backend.schemas import JobGroupStatus
+
+    long_name = "a_processor_with_a_very_long_dataset_name.global_mosaics_version_1"
+    entry = {"job_id": "0" * 32, "processor_name": long_name, "job_status": "EXECUTING", "job_result": None,
+             "job_progress": {"percent_complete": 42, "percent": 42.5, "current_task": "clipping tile 17 of 140 " * 3}}
+    status = JobGroupStatus.model_validate({
+        "job_id": "0" * 32, "boundary_name": "kenya", "job_group_status": "PENDING", "job_group_state": "EXECUTING",
+        "job_group_percent_complete": 21, "job_group_percent": 21.25, "job_group_cancelled": False,
+        "job_group_processors": [entry, {**entry, "processor_name": "test_processor.version_1", "job_status": "PENDING"}]})
+    out = io.StringIO()
+    view = JobProgressView(out, terminal=True)
+    view.update(status)
+    view.update(status)
+    assert out.getvalue().count("\r") == 2 and "\n" not in out.getvalue()
+    line = out.getvalue().split("\r")[-1].removesuffix("\x1b[K")
+    assert len(line) <= 79 and line.startswith("[####................]  21%  0/2 done  a_processor_with")
 
 
 @pytest.mark.parametrize("args", [["processors"], ["packages"], ["boundaries", "search", "gambia"],
                                   ["jobs", "submit", "--boundary", "gambia", "--processor", TEST]])
-def test_no_backend_listening_is_a_clear_error(backend_env, args):
+def test_no_backend_listening_is_a_clear_error_without_warnings(backend_env, args):
     url = f"http://127.0.0.1:{free_port()}"
     result = autopkg(*args, "--url", url, env=backend_env)
 
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert f"autopkg: cannot reach {url}: Connection refused" in result.stderr
-
-
-def test_url_defaults_to_ccgautopkg_url(cli_backend):
-    result = autopkg("boundaries", "search", "gambia", env={**cli_backend.env, "CCGAUTOPKG_URL": cli_backend.url})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "gambia\tGambia"
+    assert result.stderr == f"autopkg: cannot reach {url}: Connection refused\n"

@@ -34,3 +34,22 @@ def test_readme_lists_every_route(method, path):
 
 def test_readme_shows_the_two_commands():
     assert "make run" in README and "make test" in README
+
+
+def readme_cli_lines() -> list[str]:
+    return [m.group(1) for m in re.finditer(r"^\$ \.venv/bin/autopkg (.+?)(?:\s+#.*)?$", README, re.M)]
+
+
+@pytest.mark.parametrize("line", readme_cli_lines())
+def test_readme_cli_examples_are_valid_commands(line):
+    """(They were run by hand against `make run`; this keeps them valid as the CLI changes.)"""
+    import shlex
+
+    from backend.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(line))
+    assert callable(args.func)
+
+
+def test_readme_has_cli_examples():
+    assert len(readme_cli_lines()) >= 8
