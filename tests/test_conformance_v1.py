@@ -345,6 +345,7 @@ def test_job_states_are_the_predecessors(ghana_job):
 
 
 def test_job_builds_the_package(api, ghana_job):
+    api.wait_provenance("ghana", ghana_job[0].json()["job_id"])  # written just after COMPLETE
     folder = api.data_dir / "packages" / "ghana"
     assert all((folder / doc).is_file() for doc in ("index.html", "license.html", "version.html", "provenance.json", "datapackage.json"))
     assert (folder / "datasets" / "test_processor" / "version_1").is_dir()
