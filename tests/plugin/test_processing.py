@@ -134,7 +134,7 @@ def test_create_package_by_name_waits_and_loads(processing, served, plugin_setti
         "WAIT": True, "LOAD": True,
     }, feedback=feedback)
     assert result["BOUNDARY_NAME"] == "gambia" and result["JOB_ID"] and result["JOB_STATUS"] == "COMPLETE"
-    assert result["PACKAGE_URL"] == f"{served.url}/packages/gambia/index.html"
+    assert result["PACKAGE_URL"] == f"{served.url}/packages/gambia/"
     cache = Path(plugin_settings.value("ccg_autopkg/cache_dir"))
     assert Path(result["PACKAGE_FOLDER"]) == cache / "gambia"
     assert (cache / "gambia" / NE_FILE.format(b="gambia")).is_file()
