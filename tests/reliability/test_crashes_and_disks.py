@@ -209,7 +209,7 @@ def test_a_read_only_package_root_fails_the_job_and_completes_once_writable(tmp_
         (entry,) = status["job_group_processors"]
         assert entry["job_status"] == "FAILURE"
         assert "the package root" in entry["job_result"]["failed"] and "is read-only" in entry["job_result"]["failed"]
-        assert status["job_group_status"] == "EXECUTING"  # its provenance cannot be written yet
+        assert status["job_group_state"] == "EXECUTING"  # its provenance cannot be written yet
         subprocess.run(["mount", "-o", "remount,rw", str(queue.packages.root)], check=True)
         assert_consistent(queue, "gambia", job_id)
 
