@@ -899,7 +899,13 @@ class CcgDockWidget(QgsDockWidget):
                 if not pending and (seq is None or seq == self._packages_seq):
                     self.packages_listed.emit(packages)
 
-            self.client.package(name, on_success=datasets, on_error=lambda _m, _s, name=name: settled(name))
+            def no_datasets(_message: str, status: int, item=item, name=name) -> None:
+                # the predecessor's rule: a package with no dataset of a known processor is a 404
+                if status == 404 and (seq is None or seq == self._packages_seq):
+                    tree.takeTopLevelItem(tree.indexOfTopLevelItem(item))
+                settled(name)
+
+            self.client.package(name, on_success=datasets, on_error=no_datasets)
 
     def selected_package(self) -> Optional[str]:
         items = self.ui.packagesTree.selectedItems()

@@ -60,8 +60,10 @@ def _gpkg(path: Path) -> None:
     ds = None
 
 
-def _resource(folder: Path, name: str, title: str, dimensions: list[dict], files: list[tuple[str, dict, str]]) -> dict:
-    data = folder / "datasets" / name / "version_1" / "data"
+def _resource(folder: Path, processor: str, title: str, dimensions: list[dict], files: list[tuple[str, dict, str]]) -> dict:
+    """A dataset folder of a registered processor ("dataset.version": the API lists only those)."""
+    name, version = processor.split(".")
+    data = folder / "datasets" / name / version / "data"
     data.mkdir(parents=True)
     paths, hashes, entries = [], [], []
     for i, (filename, values, label) in enumerate(files):
@@ -72,7 +74,7 @@ def _resource(folder: Path, name: str, title: str, dimensions: list[dict], files
         hashes.append(hashlib.sha256(target.read_bytes()).hexdigest())
         entries.append({"path": path, "label": label, "dimensions": values, "crs": "EPSG:4326",
                         "format": "GPKG" if filename.endswith(".gpkg") else "GTiff", "empty": False})
-    return {"name": f"{name}-version_1", "processor": f"{name}.version_1", "version": "version_1", "title": title,
+    return {"name": f"{name}-{version}", "processor": processor, "version": version, "title": title,
             "description": f"{title} clipped to Tanzania", "path": paths, "hashes": hashes, "hash_algorithm": "sha256",
             "bytes": sum((folder / p).stat().st_size for p in paths), "format": "GeoTIFF",
             "license": {"name": "CC0-1.0", "path": "https://creativecommons.org/publicdomain/zero/1.0/", "title": "CC0"},
@@ -85,18 +87,18 @@ def hazard_package(served, plugin_settings) -> dict:
     root = Path(served.data_dir) / "packages"
     folder = root / BOUNDARY
     folder.mkdir(parents=True)
-    storm = _resource(folder, "storm", "STORM tropical cyclone wind speed", [
+    storm = _resource(folder, "storm.global_mosaics_version_1", "STORM tropical cyclone wind speed", [
         {"name": "model", "title": "Climate model", "unit": "", "values": STORM_MODELS, "default": "constant"},
         {"name": "return_period", "title": "Return period", "unit": "years", "values": STORM_RPS, "default": "100"}],
         [(f"storm-{m}-{rp}.tif", {"model": m, "return_period": rp}, f"{rp}-year return period — {m}") for m in STORM_MODELS for rp in STORM_RPS])
-    flood = _resource(folder, "aqueduct", "Aqueduct flood hazard", [
+    flood = _resource(folder, "wri_aqueduct.version_2", "Aqueduct flood hazard", [
         {"name": "hazard", "title": "Hazard", "unit": "", "values": FLOOD_HAZARDS, "default": "inunriver"},
         {"name": "scenario", "title": "Scenario", "unit": "", "values": FLOOD_SCENARIOS, "default": "historical"},
         {"name": "year", "title": "Year", "unit": "", "values": FLOOD_YEARS, "default": "2030"},
         {"name": "return_period", "title": "Return period", "unit": "years", "values": FLOOD_RPS, "default": "100"}],
         [(f"flood-{h}-{s}-{y}-{rp}.tif", {"hazard": h, "scenario": s, "year": y, "return_period": rp}, f"{h} {s} {y}, {rp}-year")
          for h in FLOOD_HAZARDS for s in FLOOD_SCENARIOS for y in FLOOD_YEARS for rp in FLOOD_RPS])
-    admin = _resource(folder, "admin", "Admin 1 regions", [], [("admin-tanzania.gpkg", {}, "Admin 1 regions")])
+    admin = _resource(folder, "natural_earth_admin1.version_1", "Admin 1 regions", [], [("admin-tanzania.gpkg", {}, "Admin 1 regions")])
     package = {"name": BOUNDARY, "title": "Tanzania", "profile": "data-package", "synthetic": True,
                "licenses": [storm["license"]], "resources": [admin, flood, storm]}
     (folder / "datapackage.json").write_text(json.dumps(package))
@@ -151,13 +153,13 @@ def test_slice_chooser_counts_and_filters_the_layers(dock, hazard_package, qtbot
         dock.load_package(BOUNDARY)
     dialog = asked.args[0]
     assert dialog.layer_count() == 519 and "519 layer(s)" in dialog.countLabel.text()
-    dialog.set_values("storm-version_1", "return_period", {"100", "1000"})
-    dialog.set_values("aqueduct-version_1", "hazard", {"inuncoast"})
+    dialog.set_values("storm-global_mosaics_version_1", "return_period", {"100", "1000"})
+    dialog.set_values("wri_aqueduct-version_2", "hazard", {"inuncoast"})
     assert dialog.layer_count() == 10 + 189 + 1
     dialog.defaultButton.click()
     assert dialog.layer_count() == 3, "one file per dataset"
     dialog.allButton.click()
-    dialog.set_values("storm-version_1", "model", {"HadGEM3-GC31-HM"})
+    dialog.set_values("storm-global_mosaics_version_1", "model", {"HadGEM3-GC31-HM"})
     with qtbot.waitSignal(dock.package_loaded, timeout=60000) as loaded:
         dialog.accept()
     group = loaded.args[0].group
