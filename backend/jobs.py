@@ -176,12 +176,7 @@ class JobQueue:
     def jobs(self, *, boundary_name: str | None = None, state: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         """Recent jobs, newest first, optionally of one boundary and in one `job_group_state`;
         `limit` None: all of them."""
-        found = []
-        for key, value in self.huey.storage.result_items().items():
-            if key.startswith("job:") and _looks_like_id(key[4:]):
-                job = self.huey.serializer.deserialize(value)
-                if boundary_name in (None, job["boundary_name"]):
-                    found.append(job)
+        found = [job for job in self._all_jobs() if boundary_name in (None, job["boundary_name"])]
         found.sort(key=lambda job: job["created"], reverse=True)
         statuses = []
         for job in found:
@@ -191,6 +186,29 @@ class JobQueue:
                 if len(statuses) == limit:
                     break
         return statuses
+
+    def _all_jobs(self) -> list[dict[str, Any]]:
+        """Every job record in the queue storage (Huey has no key scan of its own but its storage's)."""
+        return [self.huey.serializer.deserialize(value) for key, value in self.huey.storage.result_items().items()
+                if key.startswith("job:") and _looks_like_id(key[4:])]
+
+    def expire_finished_jobs(self, now: dt.datetime | None = None) -> list[str]:
+        """Remove the records of COMPLETE jobs created more than `job_retention_days` ago (their
+        per-processor records and cancel flag too); unfinished jobs are kept whatever their age."""
+        if self.settings.job_retention_days <= 0:
+            return []
+        cutoff = (now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(days=self.settings.job_retention_days)
+        removed = []
+        for job in self._all_jobs():
+            if dt.datetime.fromisoformat(job["created"]) >= cutoff:
+                continue
+            if self._status(job)["job_group_state"] != GroupState.COMPLETE:
+                continue
+            job_id = job["job_id"]
+            for key in [f"job:{job_id}:{name}" for name in job["processors"]] + [f"cancel:{job_id}", f"job:{job_id}"]:
+                self._delete(key)
+            removed.append(f"removed the record of job {job_id} (created {job['created']})")
+        return removed
 
     def _status(self, job: dict[str, Any]) -> dict[str, Any]:
         job_id = job["job_id"]
@@ -283,7 +301,7 @@ class JobQueue:
             if job is not None:
                 self.status(job_dir.name)  # records the provenance of a job now finished
         done += [f"removed empty download {part}" for part in remove_stalled_parts(self.settings.localfs_processing_backend_root)]
-        return done + self.packages.clean()
+        return done + self.packages.clean() + self.expire_finished_jobs()
 
     def _release_dead_lock(self, job_id: str, processor_name: str) -> None:
         job = self._get(f"job:{job_id}")

@@ -45,6 +45,7 @@ class Settings:
     upload_check_seconds: float = setting(15.0, "Time budget for checking and repairing one custom boundary (in a separate process); a boundary that needs longer is refused with 413.")
     upload_check_memory_mb: int = setting(1024, "Memory budget (MB) for checking and repairing one custom boundary; a boundary that needs more is refused with 413.")
     heartbeat_timeout: float = setting(60.0, "Seconds without a heartbeat after which a running processor's worker is taken as dead.")
+    job_retention_days: float = setting(30.0, "Days a finished job's record (status, progress, result) stays in the queue storage; a worker start removes older ones. The package and its provenance.json keep what was made. 0 keeps records forever.")
 
     def __post_init__(self) -> None:
         # Derived folders: set once so every part of the service agrees on them.

@@ -10,7 +10,7 @@ import pytest
 from huey import MemoryHuey
 
 from backend.boundaries import BoundaryStore
-from backend.jobs import JobQueue
+from backend.jobs import JobQueue, worker_identity
 from backend.packages import PackageStore
 from backend.settings import Settings
 from processors.registry import ProcessorRegistry
@@ -94,3 +94,33 @@ def test_cancel_before_start_revokes_every_processor(fresh_queue):
     fresh_queue._run_processor(job_id, TEST)
     assert states(fresh_queue, job_id) == {TEST: "REVOKED", ADMIN1: "REVOKED"}
     assert not fresh_queue.packages.has_dataset("gambia", fresh_queue.registry.get(TEST))
+
+
+def test_finished_job_records_expire_after_the_retention_and_unfinished_ones_stay(fresh_queue):
+    from backend.errors import JobNotFound
+
+    finished = fresh_queue.submit(boundary_name="gambia", processors=[TEST])
+    assert fresh_queue.status(finished)["job_group_state"] == "COMPLETE"
+    unfinished = fresh_queue.submit(boundary_name="senegal", processors=[TEST])
+    # still running in a live worker (this process), as far as the records say
+    fresh_queue._put(f"job:{unfinished}:{TEST}", {"job_status": "EXECUTING", "percent": 40.0, "step": "clipping",
+                                                  "heartbeat": time.time(), "worker": worker_identity()})
+    recorded = fresh_queue._get(f"job:{finished}")["created"]
+    created = datetime.datetime.fromisoformat(recorded)
+
+    assert fresh_queue.expire_finished_jobs(now=created + datetime.timedelta(days=29)) == []
+    removed = fresh_queue.expire_finished_jobs(now=created + datetime.timedelta(days=31))
+    assert removed == [f"removed the record of job {finished} (created {recorded})"]
+    with pytest.raises(JobNotFound):
+        fresh_queue.status(finished)
+    assert fresh_queue._get(f"job:{finished}:{TEST}") is None
+    assert fresh_queue.status(unfinished)["job_group_state"] == "EXECUTING", "an unfinished job is kept whatever its age"
+    assert [j["job_id"] for j in fresh_queue.jobs()] == [unfinished]
+    assert fresh_queue.packages.read_provenance("gambia"), "the package keeps its provenance"
+
+
+def test_retention_zero_keeps_every_record(fresh_queue):
+    object.__setattr__(fresh_queue.settings, "job_retention_days", 0.0)
+    job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST])
+    assert fresh_queue.expire_finished_jobs(now=datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc)) == []
+    assert fresh_queue.status(job_id)["job_group_state"] == "COMPLETE"
