@@ -2,38 +2,18 @@
 from __future__ import annotations
 
 import datetime
-import shutil
 import threading
 import time
 
 import pytest
-from huey import MemoryHuey
 
-from backend.boundaries import BoundaryStore
 from backend.jobs import JobQueue, worker_identity
-from backend.packages import PackageStore
-from backend.settings import Settings
-from processors.registry import ProcessorRegistry
-
-TEST = "test_processor.version_1"
-ADMIN1 = "natural_earth_admin1.version_1"
+from tests.reliability.local_queue import ADMIN1, TEST, make_queue, states
 
 
 @pytest.fixture
 def fresh_queue(tmp_path, seeded_boundaries_db) -> JobQueue:
-    shutil.copy(seeded_boundaries_db, tmp_path / "boundaries.db")
-    settings = Settings(data_dir=tmp_path, test_processor_seconds=0.0, heartbeat_timeout=1.0)
-    return JobQueue(
-        settings=settings,
-        boundaries=BoundaryStore(settings.boundaries_db),
-        packages=PackageStore(settings.localfs_storage_backend_root),
-        registry=ProcessorRegistry.discover(include_test_processors=True),
-        huey=MemoryHuey("test", immediate=True),
-    )
-
-
-def states(queue: JobQueue, job_id: str) -> dict[str, str]:
-    return {p["processor_name"]: p["job_status"] for p in queue.status(job_id)["job_group_processors"]}
+    return make_queue(tmp_path, seeded_boundaries_db)
 
 
 def test_immediate_mode_runs_the_whole_dag_in_process(fresh_queue):
