@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import anyio
+import numpy
 import sqlite_utils
 from shapely import wkb
 from shapely.geometry import MultiPolygon, Polygon, box, shape
@@ -62,6 +63,9 @@ DEFAULT_CHECK_MEMORY_BYTES = 1024 * 1024 * 1024
 # Uploads checked at the same time (each in its own process within the memory budget); more wait.
 UPLOAD_CHECKS_AT_ONCE = 2
 _MIN_SPLIT_SIZE = 1e-7  # degrees; below this a piece is kept whatever its vertex count
+# A stored boundary whose WKB is larger (about 60,000 vertices) is rendered as JSON in a child process.
+RENDER_IN_CHILD_BYTES = 1_000_000
+RENDER_COORDINATES = 4096  # per json.dumps call when rendering GeoJSON (a few ms each; see _geojson_json)
 _WGS84_CRS_NAME = re.compile(r"(?:EPSG\b.*\D4326|CRS:?84)$")
 
 # Letters that Unicode decomposition does not reduce to ASCII.
@@ -254,7 +258,7 @@ class PreparedUpload:
 
 @dataclass(frozen=True)
 class UploadedBoundary:
-    """A custom boundary as stored; `json()` is the API's answer, `as_dict()` the same as a dict."""
+    """A boundary as stored; `json()` is the API's answer, `as_dict()` the same as a dict."""
 
     id: int
     name: str
@@ -274,8 +278,32 @@ class UploadedBoundary:
         return json.loads(self.json())
 
 
+def _boundary_json(boundary_id: int, name: str, name_long: str, admin_level: int, geometry_wkb: bytes) -> bytes:
+    """A stored boundary as the API's JSON answer."""
+    geom = wkb.loads(geometry_wkb)
+    return UploadedBoundary(boundary_id, name, name_long, admin_level, _geojson_json(geom),
+                            _geojson_json(box(*geom.bounds))).json()
+
+
 def _compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _geojson_json(geom: Polygon | MultiPolygon) -> bytes:
+    """`_compact_json(_geojson_mapping(geom))`, rendered `RENDER_COORDINATES` at a time: one
+    json.dumps call holds the GIL throughout (0.3 s for a 200,000-vertex boundary), and the API's
+    event loop needs it every few milliseconds."""
+    def ring(coords: Any) -> bytes:
+        points = numpy.asarray(coords)  # one copy in C (iterating shapely 1.8's coords holds the GIL too)
+        return b"[" + b",".join(_compact_json(points[i:i + RENDER_COORDINATES].tolist())[1:-1]
+                                for i in range(0, len(points), RENDER_COORDINATES)) + b"]"
+
+    def polygon(poly: Polygon) -> bytes:
+        return b"[" + b",".join(ring(r.coords) for r in (poly.exterior, *poly.interiors)) + b"]"
+
+    if isinstance(geom, Polygon):
+        return b'{"type":"Polygon","coordinates":' + polygon(geom) + b"}"
+    return b'{"type":"MultiPolygon","coordinates":[' + b",".join(polygon(p) for p in geom.geoms) + b"]}"
 
 
 def _prepare_upload(payload: bytes, max_vertices: int, max_parts: int, part_max_vertices: int) -> PreparedUpload:
@@ -309,8 +337,7 @@ def _prepare_upload(payload: bytes, max_vertices: int, max_parts: int, part_max_
             geom = _clean_geometry(geoms[0])[0]
         geom = _normalised(geom)
         return PreparedUpload(wkb=geom.wkb, parts=_part_wkbs(geom, part_max_vertices),
-                              geometry_json=_compact_json(_geojson_mapping(geom)),
-                              envelope_json=_compact_json(_geojson_mapping(box(*geom.bounds))))
+                              geometry_json=_geojson_json(geom), envelope_json=_geojson_json(box(*geom.bounds)))
     except InvalidBoundary:
         raise
     except Exception:  # GEOS gave up on the topology; its own text names neither place nor cause
@@ -569,17 +596,33 @@ class BoundaryStore:
 
     def get(self, name: str) -> dict[str, Any]:
         """`{id, name, name_long, admin_level, geometry, envelope}` (GeoJSON dicts); BoundaryNotFound."""
-        row = self._conn().execute(
-            "SELECT id, name, name_long, admin_level, AsBinary(geometry) FROM boundaries WHERE name = ?",
-            (name,)).fetchone()
-        if row is None:
-            raise BoundaryNotFound(name)
-        geom = wkb.loads(bytes(row[4]))
+        row = self._row(name)
+        geom = wkb.loads(row[4])
         return {
             "id": row[0], "name": row[1], "name_long": row[2], "admin_level": row[3],
             "geometry": _geojson_mapping(geom),
             "envelope": _geojson_mapping(box(*geom.bounds)),
         }
+
+    def get_json(self, name: str) -> bytes:
+        """`get` as the API's JSON answer. A large boundary is rendered in a child process: in a
+        thread of the server it held the GIL its event loop needs (liveness waited 0.2-0.3 s
+        while a 200,000-vertex boundary was rendered)."""
+        row = self._row(name)
+        if len(row[4]) < RENDER_IN_CHILD_BYTES:
+            return _boundary_json(*row)
+        try:
+            return run_bounded(_boundary_json, *row, seconds=self.check_seconds, memory_bytes=self.check_memory_bytes)
+        except BudgetExceeded as exc:
+            raise PayloadTooLarge(f"boundary {name} is too large to send as GeoJSON ({exc})") from None
+
+    def _row(self, name: str) -> tuple[int, str, str, int, bytes]:
+        row = self._conn().execute(
+            "SELECT id, name, name_long, admin_level, AsBinary(geometry) FROM boundaries WHERE name = ?",
+            (name,)).fetchone()
+        if row is None:
+            raise BoundaryNotFound(name)
+        return row[0], row[1], row[2], row[3], bytes(row[4])
 
     def get_geometry(self, name: str) -> MultiPolygon:
         """The boundary's MultiPolygon as a shapely geometry; BoundaryNotFound."""

@@ -118,6 +118,13 @@ class JobQueue:
             self._put(f"job:{job_id}:{processor}", record)
         return record
 
+    def check_storage(self) -> None:
+        """A value written to the queue's storage and read back (readiness); raises when it fails."""
+        key = f"readiness:{uuid.uuid4().hex}"
+        self._put(key, utcnow())
+        if self.huey.get(key) is None:  # without peek, Huey's get also removes it
+            raise RuntimeError("the queue storage did not return a value just written to it")
+
     def is_cancelled(self, job_id: str) -> bool:
         return self._get(f"cancel:{job_id}") is not None
 

@@ -1,7 +1,6 @@
 """Liveness and readiness probes (open without a token)."""
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
@@ -26,7 +25,7 @@ def readiness(service: ServiceDep) -> JSONResponse:
     checks: dict[str, str] = {}
     for name, check in (
         ("database", lambda: service.boundaries.count()),
-        ("queue", lambda: _queue_round_trip(service.queue)),
+        ("queue", service.queue.check_storage),
         ("storage", lambda: _storage_writable(service.packages.root)),
     ):
         try:
@@ -37,12 +36,6 @@ def readiness(service: ServiceDep) -> JSONResponse:
     ready = all(v == "ok" for v in checks.values())
     body = Readiness(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
-
-
-def _queue_round_trip(queue) -> None:
-    key = f"readiness:{uuid.uuid4().hex}"
-    queue.huey.storage.put_data(key, str(time.time()).encode())
-    queue.huey.storage.delete_data(key)
 
 
 def _storage_writable(root: Path) -> None:
