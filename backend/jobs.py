@@ -30,6 +30,7 @@ from typing import Any
 
 from huey import RedisHuey, SqliteHuey, group
 from huey.api import Huey
+from huey.storage import SqliteStorage
 
 from backend.boundaries import BoundaryStore
 from backend.contract import TERMINAL_STATES, GroupState, GroupStatus, JobState
@@ -180,6 +181,17 @@ class JobQueue:
         """
         return self._status(self._job(job_id))
 
+    def status_from_reads(self, job_id: str) -> dict[str, Any] | None:
+        """`status` when it only has to read the queue's storage; None when it would record the
+        job's provenance (every processor finished, entry not yet written: call `status`)."""
+        return self._status(self._job(job_id), record=False)
+
+    @property
+    def reads_are_local(self) -> bool:
+        """The queue's storage is the SQLite file: a read takes microseconds and never waits for a
+        writer (WAL). Redis reads are network round trips."""
+        return isinstance(self.huey.storage, SqliteStorage)
+
     def jobs(self, *, boundary_name: str | None = None, state: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
         """Recent jobs, newest first, optionally of one boundary and in one `job_group_state`;
         `limit` None: all of them."""
@@ -217,11 +229,13 @@ class JobQueue:
             removed.append(f"removed the record of job {job_id} (created {job['created']})")
         return removed
 
-    def _status(self, job: dict[str, Any]) -> dict[str, Any]:
+    def _status(self, job: dict[str, Any], *, record: bool = True) -> dict[str, Any] | None:
         job_id = job["job_id"]
         cancelled = self.is_cancelled(job_id)
         entries = self._entries(job_id, job, cancelled)
         states = {e["job_status"] for e in entries}
+        if not record and states <= TERMINAL and not job.get("provenance_recorded"):
+            return None
         done = states <= TERMINAL and self._provenance_recorded(job_id, job, entries)
         state = GroupState.COMPLETE if done else (GroupState.PENDING if states == {PENDING} else GroupState.EXECUTING)
         percent = sum(e["job_progress"]["percent"] for e in entries) / len(entries)

@@ -228,6 +228,47 @@ def test_name_search_ignores_accents(fresh_store: BoundaryStore) -> None:
         assert names(fresh_store.search_name(text)) == ["cote_d_ivoire"], text
 
 
+def test_name_search_sees_boundaries_written_after_it_ran(fresh_store: BoundaryStore, tmp_path: Path) -> None:
+    """Searches run on an in-memory index: a write by this store, by another connection (another
+    store on the same file, as another process would be) or a replacement shows at once."""
+    assert fresh_store.search_name("land") == []
+    fresh_store.add(name="upland", name_long="Upland", admin_level=1, geometry=square(0, 0))
+    assert names(fresh_store.search_name("land")) == ["upland"]
+    other = BoundaryStore(fresh_store.path)
+    other.add(name="lowland", name_long="Lowland", admin_level=0, geometry=square(2, 0))
+    writer = threading.Thread(target=other.add, kwargs=dict(name="midland", name_long="Midland", admin_level=0, geometry=square(4, 0)))
+    writer.start()
+    writer.join()
+    assert names(fresh_store.search_name("land")) == ["lowland", "midland", "upland"]
+    other.add(name="lowland", name_long="Low Country", admin_level=0, geometry=square(2, 0), replace=True)
+    other.close()
+    assert names(fresh_store.search_name("low country")) == ["lowland"]
+    assert names(fresh_store.list()) == ["lowland", "midland", "upland"]
+
+
+# The table scan name search was before the in-memory index: the index must give the same answers.
+_SCAN = """
+    SELECT id, name, name_long FROM boundaries
+    WHERE instr(search_name, :q) OR instr(search_name_long, :q) OR instr(name, :slug)
+    ORDER BY CASE
+        WHEN search_name = :q OR search_name_long = :q OR name = :slug THEN 0
+        WHEN substr(search_name, 1, length(:q)) = :q OR substr(search_name_long, 1, length(:q)) = :q
+          OR substr(name, 1, length(:slug)) = :slug THEN 1
+        ELSE 2 END, admin_level, name
+"""
+
+
+@pytest.mark.parametrize("text", ["a", "K", "ken", "Kenya", "north", "São", "sao paulo", "rio", "ile-de",
+                                  "Côte d'Ivoire", "kenya_", "_", "ü", "new south wales", "zzz", "Nairobi, Kenya"])
+def test_name_search_answers_as_a_scan_of_the_table(world_store: BoundaryStore, text: str) -> None:
+    from backend.boundaries import _fold
+
+    query = _fold(text)
+    expected = [{"id": r[0], "name": r[1], "name_long": r[2]}
+                for r in world_store._conn().execute(_SCAN, {"q": query, "slug": slugify(text) or query})]
+    assert world_store.search_name(text) == expected
+
+
 def test_name_search_rejects_empty_text(fresh_store: BoundaryStore) -> None:
     with pytest.raises(InvalidRequest):
         fresh_store.search_name("  ")

@@ -67,6 +67,23 @@ def test_executing_without_heartbeat_is_reported_as_failure(fresh_queue):
         f"worker pid 1 on h stopped while running (no heartbeat since {since}); resubmit the job")
 
 
+def test_status_from_reads_leaves_recording_a_finished_job_to_status(fresh_queue):
+    """The API answers polls with `status_from_reads` on its event loop: it never writes, so for a
+    job whose processors all finished before its provenance entry it answers None."""
+    fresh_queue.huey.immediate = False
+    job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST])
+    assert fresh_queue.status_from_reads(job_id)["job_group_state"] == "PENDING"
+    fresh_queue._run_processor(job_id, TEST)  # the provenance task is left in the queue
+    assert fresh_queue.status_from_reads(job_id) is None
+    assert not fresh_queue._get(f"job:{job_id}").get("provenance_recorded")
+    (entry,) = fresh_queue.packages.read_provenance("gambia").values()
+    assert "finished" not in entry  # the dataset's entry only, not yet the job's
+    assert fresh_queue.status(job_id)["job_group_state"] == "COMPLETE"
+    (entry,) = fresh_queue.packages.read_provenance("gambia").values()
+    assert entry["job_id"] == job_id and entry["finished"] and fresh_queue._get(f"job:{job_id}")["provenance_recorded"]
+    assert fresh_queue.status_from_reads(job_id) == fresh_queue.status(job_id)
+
+
 def test_cancel_before_start_revokes_every_processor(fresh_queue):
     fresh_queue.huey.immediate = False
     job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST, ADMIN1])

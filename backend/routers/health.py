@@ -15,7 +15,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get(contract.LIVENESS, response_model=Liveness)
-def liveness() -> Liveness:
+async def liveness() -> Liveness:  # async: answered on the event loop, no worker thread
     return Liveness(status="alive")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
 
 from backend import contract
 from backend.contract import GroupState
@@ -32,8 +33,14 @@ def list_jobs(
 
 
 @router.get(contract.JOB, response_model=JobGroupStatus, responses=errors({404: "No such job"}))
-def job_status(service: ServiceDep, job_id: str) -> dict:
-    return service.queue.status(job_id)
+async def job_status(service: ServiceDep, job_id: str) -> dict:
+    # Every client polls this. With the local SQLite queue it is answered on the event loop: on
+    # worker threads each of its reads (one per processor) waits for the GIL the loop holds (under
+    # 200 connections: p50 0.74 s, against 0.29 s here). A write (the finished job's provenance)
+    # or Redis round trips go to a worker thread.
+    queue = service.queue
+    status = queue.status_from_reads(job_id) if queue.reads_are_local else None
+    return status if status is not None else await run_in_threadpool(queue.status, job_id)
 
 
 @router.delete(contract.JOB, response_model=JobGroupStatus, responses=errors({404: "No such job"}))
