@@ -2,9 +2,16 @@
 
 Reusable by every vector dataset processor. The approach:
 
-* The source is read through OGR (`osgeo.ogr`, the same system libgdal that fiona and rasterio
-  use) with a bounding-box spatial filter, so drivers with a spatial index (GeoPackage R*Tree,
-  shapefile .qix, ...) only hand over candidate features. Features are copied OGR to OGR; shapely
+* Candidates are found in bulk: the fids and envelopes of the features whose envelope meets the
+  boundary's bounding box, from the GeoPackage R*Tree alone when the source has one (no feature
+  is read), else by reading geometries only through OGR's Arrow stream (any OGR driver).
+* A grid of the boundary (`_BoundaryGrid`, GDAL rasterisation + summed-area tables) sorts all
+  envelopes at once (numpy): inside (every cell the envelope meets is covered), outside (every
+  such cell is missed: dropped unread) and undecided (near the boundary's edge, a few percent).
+* The features inside are written whole: from a GeoPackage source by `gdal.VectorTranslate` with
+  their fid list (GDAL copies them, Multi* promotion included, without Python per feature); from
+  other drivers, or when their parts must be exploded and checked one by one, through the writer
+  below. Undecided features are read one by one (`GetFeature`) and tested as follows, so shapely
   only sees the geometry of features near the boundary (WKB in, WKB out).
 * When the source CRS is not EPSG:4326, the *boundary* is reprojected into the source CRS (after
   densifying its edges), never the data: outputs keep the source CRS and untouched features keep
@@ -33,11 +40,13 @@ Reusable by every vector dataset processor. The approach:
   point is either inside or outside, clipping never splits it. Layers of mixed or unknown geometry
   type are written as they come (empty results dropped).
 * fiona creates the empty output layer (schema, field types and CRS as fiona writes them), then
-  features are appended through OGR in transactions of WRITE_BATCH_SIZE; the source is never held
-  in memory. The GeoPackage gets GDAL's R*Tree spatial index, built in one pass at the end. The file is written under a temporary name
-  in the destination folder and moved into place with `os.replace`, so `destination` either does
-  not exist or is complete. With no matching feature, an empty layer with the full schema is still
-  written.
+  features are appended through OGR (GDAL's copy, or the writer's transactions of
+  WRITE_BATCH_SIZE): only fids and envelopes of the candidates are held in memory. Output order:
+  per source layer, the features copied whole, then those decided one by one, each in fid order.
+  The GeoPackage gets GDAL's R*Tree spatial index, built in one pass at the end, and no disk sync
+  but one. The file is written under a temporary name in the destination folder and moved into
+  place with `os.replace`, so `destination` either does not exist or is complete. With no
+  matching feature, an empty layer with the full schema is still written.
 
 Uses only the shapely 1.8 API (`shape`, `mapping`, `prep`, `intersection`, `wkb`), which shapely 2 keeps.
 """
@@ -49,13 +58,17 @@ import math
 import os
 import shutil
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import fiona
+import numpy as np
 from osgeo import gdal, ogr  # the same system libgdal as fiona (and rasterio)
+from rasterio.features import rasterize
+from rasterio.transform import from_bounds
 from shapely.wkb import loads as wkb_loads
 from shapely.geometry import (
     GeometryCollection,
@@ -115,6 +128,7 @@ class VectorClipResult:
     candidates: int  # features read through the bounding-box filter
     kept_whole: int  # features written unchanged (inside the polygon, or keep_whole)
     clipped: int  # features written after intersection with the polygon
+    tested: int  # candidates tested one by one (the others were decided from their envelope)
     bounds: tuple[float, float, float, float] | None  # extent of the written features (layer CRS)
 
 
@@ -198,20 +212,29 @@ def clip_vector_to_gpkg(
                 raise SourceUnavailable(f"layer {name!r} of {source} is not in the CRS of layer {layer!r}")
     tree = _PieceTree(clip_geom)
 
-    report(0.0, "counting candidate features")
+    report(0.0, "finding candidate features")
     src_ds = _ogr_open(source)
-    total = 0
+    # A GeoPackage source evaluates a list of fids in SQLite, so GDAL can copy the features that
+    # lie inside without Python per feature; OGR SQL (other drivers) cannot parse such lists.
+    copies_by_fid = src_ds.GetDriver().ShortName == "GPKG"
+    whole_rows_need_extent = _DIMENSION.get(_split_type(out_type)[1]) != 0  # not for points
+    candidates = {}
     for name in names:
-        lyr = _ogr_layer(src_ds, source, name)
-        lyr.SetSpatialFilterRect(*bbox)
-        total += lyr.GetFeatureCount()  # the GeoPackage R*Tree answers this
+        candidates[name] = _candidate_envelopes(src_ds, _ogr_layer(src_ds, source, name), bbox)
         check()
+    total = sum(len(fids) for fids, _ in candidates.values())
+    grid = _BoundaryGrid(clip_geom, _grid_size(total))
+    plans = []
+    for name, (fids, envelopes) in candidates.items():
+        inside, undecided = grid.split(envelopes, whole_rows_need_extent=whole_rows_need_extent)
+        plans.append(_LayerPlan(name, fids[inside], fids[undecided], len(fids)))
+    del candidates
+    work = sum(len(plan.inside) + len(plan.undecided) for plan in plans)
 
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f".{destination.stem}.{uuid.uuid4().hex[:12]}.tmp.gpkg")
-    counts = _Counts()
-    written = 0
-    dst_ds = dst = None
+    counts = _Counts(candidates=total)
+    dst_ds = dst = writer = None
     try:
         with unsynced_sqlite_writes():
             # fiona creates the (empty) layer, so the schema, field types and CRS are exactly those
@@ -222,31 +245,32 @@ def clip_vector_to_gpkg(
                 SPATIAL_INDEX="NO",
             ):
                 pass
-            dst_ds = ogr.Open(str(tmp), 1)
+            dst_ds = gdal.OpenEx(str(tmp), gdal.OF_VECTOR | gdal.OF_UPDATE)
             if dst_ds is None:
                 raise ProcessorError(f"cannot reopen {tmp} for writing: {gdal.GetLastErrorMsg()}")
             dst = dst_ds.GetLayer(0)
             writer = _Writer(dst_ds, dst, out_type, explode, counts)
-            last_report = time.monotonic()
+            progress_ = _Progress(report, check, work)
             report(1.0, f"clipping {total} candidate features")
-            dst_ds.StartTransaction()
-            for name in names:
-                lyr = _ogr_layer(src_ds, source, name)
-                lyr.SetSpatialFilterRect(*bbox)
-                lyr.ResetReading()
+            for plan in plans:
+                lyr = _ogr_layer(src_ds, source, plan.name)
+                copy_options = writer.whole_copy_options(lyr) if copies_by_fid else None
+                if copy_options is not None:
+                    _copy_features(src_ds, lyr, plan.inside, dst_ds, layer_name, copy_options, progress_)
+                    counts.kept_whole += len(plan.inside)
                 writer.set_source(lyr.GetLayerDefn())
-                for feature in iter(lyr.GetNextFeature, None):
-                    counts.candidates += 1
-                    if counts.candidates % CANCEL_CHECK_EVERY == 0:
-                        check()
-                        now = time.monotonic()
-                        if now - last_report >= 0.5:
-                            last_report = now
-                            percent = 1.0 + 98.0 * counts.candidates / max(total, counts.candidates)
-                            report(percent, f"clipping: {counts.candidates}/{total} features read")
-                    written += _clip_ogr_feature(feature, tree, keep_whole, writer)
-            dst_ds.CommitTransaction()
+                dst_ds.StartTransaction()
+                for fid in plan.inside.tolist() if copy_options is None else ():
+                    feature = lyr.GetFeature(fid)
+                    _write_whole(feature, feature.GetGeometryRef(), writer)
+                    progress_.step()
+                for fid in plan.undecided.tolist():
+                    _clip_ogr_feature(lyr.GetFeature(fid), tree, keep_whole, writer)
+                    progress_.step()
+                dst_ds.CommitTransaction()
             check()
+            feature_count = dst.GetFeatureCount()
+            bounds = _layer_bounds(dst) if feature_count else None
             _create_spatial_index(dst_ds, dst, layer_name)
             for key, value in (metadata or {}).items():
                 dst_ds.SetMetadataItem(key, value)
@@ -254,7 +278,10 @@ def clip_vector_to_gpkg(
             dst_ds = None  # closes the GeoPackage
         _fsync(tmp)  # the one sync: the file is complete on disk before it takes the real name
         os.replace(tmp, destination)
-    except BaseException:
+    except BaseException as exc:
+        # The frames the exception came through (a check() that raised Cancelled, GDAL's copy)
+        # hold the output dataset too: cleared, so that it is closed before its file is removed.
+        traceback.clear_frames(exc.__traceback__)
         dst = writer = None
         dst_ds = None
         _remove_gpkg(tmp)
@@ -262,7 +289,6 @@ def clip_vector_to_gpkg(
     finally:
         src_ds = None
 
-    feature_count = written
     report(100.0, f"wrote {feature_count} features")
     return VectorClipResult(
         path=destination,
@@ -274,7 +300,8 @@ def clip_vector_to_gpkg(
         candidates=counts.candidates,
         kept_whole=counts.kept_whole,
         clipped=counts.clipped,
-        bounds=counts.bounds(),
+        tested=sum(len(plan.undecided) for plan in plans),
+        bounds=bounds,
     )
 
 
@@ -298,10 +325,18 @@ SPLIT_AFTER_VISITS = 16
 #: down to cells of 1/2**MAX_PIECE_DEPTH of the boundary's bounding box.
 MAX_PIECE_DEPTH = 14
 _OUT, _IN, _PART = 0, 1, 2
+#: The grid that sorts candidates (`_BoundaryGrid`) has about this many cells per candidate
+#: (finer cells leave fewer candidates undecided, but cost time to build) ...
+GRID_CELLS_PER_CANDIDATE = 16
+#: ... and from 64 to 1024 cells per side (its tables: at most 4 MB each).
+GRID_SIDES = (64, 1024)
+#: Features copied per GDAL call (`_copy_features`): progress and cancellation come between calls.
+COPY_CHUNK = 10_000
 
 
 def _ogr_open(source: Path):
-    ds = ogr.Open(str(source), 0)
+    # A gdal.Dataset (not an ogr.DataSource): gdal.VectorTranslate takes it as its source.
+    ds = gdal.OpenEx(str(source), gdal.OF_VECTOR)
     if ds is None:
         raise SourceUnavailable(f"cannot open {source}: {gdal.GetLastErrorMsg()}")
     return ds
@@ -312,6 +347,213 @@ def _ogr_layer(ds, source: Path, name):
     if lyr is None:
         raise SourceUnavailable(f"cannot open layer {name!r} of {source}")
     return lyr
+
+
+def _sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_rows(ds, sql: str) -> dict[str, np.ndarray]:
+    """The columns of an SQL result as numpy arrays (read in bulk through OGR's Arrow stream)."""
+    result = ds.ExecuteSQL(sql)
+    if result is None:
+        raise ProcessorError(f"cannot run {sql[:200]!r}: {gdal.GetLastErrorMsg()}")
+    try:
+        batches = list(result.GetArrowStreamAsNumPy())
+        names = [result.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(result.GetLayerDefn().GetFieldCount())]
+        return {name: np.concatenate([batch[name] for batch in batches]) if batches else np.empty(0) for name in names}
+    finally:
+        ds.ReleaseResultSet(result)
+
+
+def _has_spatial_index(ds, table: str, column: str) -> bool:
+    (answer,) = _sql_rows(ds, f"SELECT HasSpatialIndex({_sql_string(table)}, {_sql_string(column)})").values()
+    return bool(answer.all())
+
+
+def _candidate_envelopes(ds, lyr, bbox) -> tuple[np.ndarray, np.ndarray]:
+    """The fids (int64) and envelopes (rows of minx, maxx, miny, maxy) of the features of `lyr`
+    whose envelope meets `bbox`, in fid order.
+
+    A GeoPackage layer with its R*Tree answers from the index alone (no feature is read). Its
+    boxes are float32 that SQLite rounds outward, so each holds the feature's exact envelope: a
+    decision from it (all inside, all outside) holds for the feature. Other layers are read once,
+    geometry only, through OGR's Arrow stream."""
+    minx, miny, maxx, maxy = bbox
+    table, column = lyr.GetName(), lyr.GetGeometryColumn()
+    if ds.GetDriver().ShortName == "GPKG" and column and _has_spatial_index(ds, table, column):
+        rows = _sql_rows(ds, f"SELECT id, minx, maxx, miny, maxy FROM {_sql_identifier(f'rtree_{table}_{column}')} "
+                             f"WHERE maxx >= {minx!r} AND minx <= {maxx!r} AND maxy >= {miny!r} AND miny <= {maxy!r}")
+        order = np.argsort(rows["id"], kind="stable")
+        envelopes = np.column_stack([rows[k] for k in ("minx", "maxx", "miny", "maxy")]).astype(np.float64)
+        return rows["id"].astype(np.int64)[order], envelopes[order].reshape(-1, 4)
+    defn = lyr.GetLayerDefn()
+    fid_key = lyr.GetFIDColumn() or "OGC_FID"
+    geom_key = lyr.GetGeometryColumn() or "wkb_geometry"
+    fids, envelopes = [], []
+    lyr.SetSpatialFilterRect(minx, miny, maxx, maxy)
+    lyr.SetIgnoredFields([defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())])
+    try:
+        for batch in lyr.GetArrowStreamAsNumPy(options=["INCLUDE_FID=YES"]):
+            for fid, wkb in zip(batch[fid_key].tolist(), batch[geom_key]):
+                geom = ogr.CreateGeometryFromWkb(bytes(wkb)) if wkb is not None else None
+                if geom is not None and not geom.IsEmpty():
+                    fids.append(fid)
+                    envelopes.append(geom.GetEnvelope())
+    finally:
+        lyr.SetIgnoredFields([])
+        lyr.SetSpatialFilter(None)
+    order = np.argsort(np.asarray(fids, dtype=np.int64), kind="stable")
+    return np.asarray(fids, dtype=np.int64)[order], np.asarray(envelopes, dtype=np.float64).reshape(-1, 4)[order]
+
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    """What becomes of one source layer's candidates (fids in fid order)."""
+
+    name: str | None
+    inside: np.ndarray  # covered by the boundary: written whole, no geometry test
+    undecided: np.ndarray  # near the boundary's edge: tested, and clipped, one by one
+    candidates: int  # features read through the bounding-box filter
+
+
+class _BoundaryGrid:
+    """The boundary rasterised on size x size cells over its bounding box, to sort
+    thousands of candidate envelopes at once (numpy) into: inside (every cell the envelope
+    meets is covered by the boundary), outside (every such cell misses it), and undecided.
+
+    A cell is 'crossed' when the boundary's rings touch it (GDAL all-touched rasterisation, the
+    cells of every ring vertex, so that rings smaller than a cell count, then widened by one cell
+    against rounding on cell edges); a cell that is not crossed lies wholly on one side, the side
+    of its centre (GDAL's default rasterisation). Summed-area tables count covered and missed
+    cells under each envelope's cell range."""
+
+    def __init__(self, geom, size: int) -> None:
+        x0, y0, x1, y1 = geom.bounds
+        self.size, self.x0, self.y1 = size, x0, y1
+        self.dx, self.dy = (x1 - x0) / size, (y1 - y0) / size
+        transform = from_bounds(x0, y0, x1, y1, size, size)
+        centre_inside = rasterize([geom], out_shape=(size, size), transform=transform, dtype="uint8").astype(bool)
+        crossed = rasterize([geom.boundary], out_shape=(size, size), transform=transform, all_touched=True,
+                            dtype="uint8").astype(bool)
+        vertices = np.concatenate([np.asarray(ring.coords)[:, :2] for ring in _rings(geom)])
+        cols, rows = self._cells(vertices[:, 0], vertices[:, 1])
+        crossed[rows, cols] = True
+        widened = crossed.copy()
+        widened[1:, :] |= crossed[:-1, :]
+        widened[:-1, :] |= crossed[1:, :]
+        crossed = widened.copy()
+        crossed[:, 1:] |= widened[:, :-1]
+        crossed[:, :-1] |= widened[:, 1:]
+        self.covered = _summed_area(centre_inside & ~crossed)
+        self.missed = _summed_area(~centre_inside & ~crossed)
+
+    def _cells(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        last = self.size - 1
+        cols = np.clip(np.floor((x - self.x0) / self.dx), 0, last).astype(np.int64)
+        rows = np.clip(np.floor((self.y1 - y) / self.dy), 0, last).astype(np.int64)
+        return cols, rows
+
+    def split(self, envelopes: np.ndarray, *, whole_rows_need_extent: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (inside, undecided) of `envelopes` (rows of minx, maxx, miny, maxy); the rest
+        is outside. With `whole_rows_need_extent` (lines, polygons), an inside feature whose
+        envelope may be smaller than SLIVER_TOLERANCE is left undecided: the writer drops it."""
+        minx, maxx, miny, maxy = envelopes.T
+        # Widened by a millionth of a cell, so that rounding never leaves out a cell touched.
+        fx, fy = self.dx * 1e-6, self.dy * 1e-6
+        raw_col0, raw_col1 = np.floor((minx - fx - self.x0) / self.dx), np.floor((maxx + fx - self.x0) / self.dx)
+        raw_row0, raw_row1 = np.floor((self.y1 - maxy - fy) / self.dy), np.floor((self.y1 - miny + fy) / self.dy)
+        beyond = (raw_col0 < 0) | (raw_row0 < 0) | (raw_col1 >= self.size) | (raw_row1 >= self.size)
+        last = self.size - 1
+        col0, col1, row0, row1 = (np.clip(v, 0, last).astype(np.int64) for v in (raw_col0, raw_col1, raw_row0, raw_row1))
+        cells = (col1 - col0 + 1) * (row1 - row0 + 1)
+
+        def count(table):
+            return table[row1 + 1, col1 + 1] - table[row0, col1 + 1] - table[row1 + 1, col0] + table[row0, col0]
+
+        inside = ~beyond & (count(self.covered) == cells)
+        # What lies beyond the bounding box is outside the boundary too.
+        disjoint = (raw_col1 < 0) | (raw_row1 < 0) | (raw_col0 >= self.size) | (raw_row0 >= self.size)
+        outside = disjoint | (count(self.missed) == cells)
+        if whole_rows_need_extent:
+            coordinate = np.abs(envelopes).max(axis=1) if len(envelopes) else np.empty(0)
+            slack = 4 * np.spacing(coordinate.astype(np.float32)).astype(np.float64)  # float32 index boxes
+            inside &= np.maximum(maxx - minx, maxy - miny) - slack >= SLIVER_TOLERANCE
+        return inside, ~inside & ~outside
+
+
+def _grid_size(candidates: int) -> int:
+    """Cells per side of the boundary grid for this many candidates: a power of two."""
+    side = 2 ** math.ceil(math.log2(max(1.0, (GRID_CELLS_PER_CANDIDATE * candidates) ** 0.5)))
+    return min(max(side, GRID_SIDES[0]), GRID_SIDES[1])
+
+
+def _summed_area(mask: np.ndarray) -> np.ndarray:
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int32)
+    np.cumsum(mask, axis=0, dtype=np.int32, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    return table
+
+
+def _rings(geom) -> Iterable:
+    for polygon in geom.geoms if isinstance(geom, MultiPolygon) else [geom]:
+        yield polygon.exterior
+        yield from polygon.interiors
+
+
+class _Progress:
+    """Progress and cancellation over `work` features written (whole or one by one)."""
+
+    def __init__(self, report: ProgressCallback, check: CancelCheck, work: int) -> None:
+        self.report, self.check, self.work = report, check, max(work, 1)
+        self.done = 0
+        self.last_report = time.monotonic()
+
+    def step(self, count: int = 1) -> None:
+        before = self.done
+        self.done += count
+        if before // CANCEL_CHECK_EVERY != self.done // CANCEL_CHECK_EVERY:
+            self.check()
+            now = time.monotonic()
+            if now - self.last_report >= 0.5:
+                self.last_report = now
+                self.report(1.0 + 98.0 * min(self.done, self.work) / self.work,
+                            f"clipping: {self.done}/{self.work} features done")
+
+
+def _copy_features(src_ds, lyr, fids: np.ndarray, dst_ds, layer_name: str, options: dict, progress: _Progress) -> None:
+    """Append the features `fids` of `lyr` unchanged (but for `options`, e.g. the promotion to
+    Multi*) to `layer_name` of `dst_ds`: one GDAL call per COPY_CHUNK features (the GeoPackage
+    evaluates the fid list), with progress and cancellation between calls (GDAL gives no
+    progress for a filtered GeoPackage layer)."""
+    fid_column = _sql_identifier(lyr.GetFIDColumn() or "fid")
+    lyr.SetSpatialFilter(None)
+    try:
+        for start in range(0, len(fids), COPY_CHUNK):
+            chunk = fids[start:start + COPY_CHUNK]
+            where = f"{fid_column} IN ({','.join(map(str, chunk.tolist()))})"
+            try:
+                ok = gdal.VectorTranslate(dst_ds, src_ds, accessMode="append", layers=[lyr.GetName()],
+                                          layerName=layer_name, where=where, **options)
+                error = gdal.GetLastErrorMsg()
+            except RuntimeError as exc:  # with gdal.UseExceptions() in this process
+                ok, error = 0, str(exc)
+            if not ok:
+                raise ProcessorError(f"cannot copy the features inside the boundary: {error}")
+            progress.step(len(chunk))
+    finally:
+        lyr.SetAttributeFilter(None)
+
+
+def _layer_bounds(lyr) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) of the features written to `lyr` (the GeoPackage layer keeps the
+    exact extent of what it was given)."""
+    minx, maxx, miny, maxy = lyr.GetExtent()
+    return minx, miny, maxx, maxy
 
 
 def _create_spatial_index(ds, lyr, layer_name: str) -> None:
@@ -420,8 +662,7 @@ class _PieceTree:
 
 
 def _vertex_count(geom) -> int:
-    polygons = geom.geoms if isinstance(geom, MultiPolygon) else [geom]
-    return sum(len(p.exterior.coords) + sum(len(r.coords) for r in p.interiors) for p in polygons)
+    return sum(len(ring.coords) for ring in _rings(geom))
 
 
 class _Writer:
@@ -443,6 +684,20 @@ class _Writer:
     def set_source(self, src_defn) -> None:
         self.field_map = [self.defn.GetFieldIndex(src_defn.GetFieldDefn(i).GetName())
                           for i in range(src_defn.GetFieldCount())]
+
+    def whole_copy_options(self, lyr) -> dict[str, str] | None:
+        """gdal.VectorTranslate options that copy the features of the source layer `lyr` as
+        `_write_whole` writes them, or None when only this writer can: a layer of mixed or
+        unknown type (normalised geometry by geometry), or Multi* features to explode (each part
+        is checked for slivers)."""
+        if self.flat is None:
+            return None
+        flat = ogr.GT_Flatten(lyr.GetGeomType())
+        if flat == self.flat:
+            return None if self.explode and flat in _OGR_MULTI else {}
+        if flat == self.single_flat:
+            return {} if self.explode else {"geometryType": "PROMOTE_TO_MULTI"}
+        return None
 
     def promote(self, geom):
         """A kept-whole OGR geometry in the layer's type, coordinates untouched (None if it cannot be)."""
@@ -479,13 +734,12 @@ class _Writer:
         return len(parts)
 
 
-def _write_whole(feature, geom, envelope, writer: _Writer) -> int:
+def _write_whole(feature, geom, writer: _Writer) -> int:
     """Write a feature with its geometry untouched (promoted to the layer's type)."""
     out = writer.promote(geom)
     written = 0 if out is None else writer.write(feature, out)
     if written:
         writer.counts.kept_whole += 1
-        writer.counts.extend_envelope(envelope)
     return written
 
 
@@ -506,26 +760,24 @@ def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writ
     geom = feature.GetGeometryRef()
     if geom is None or geom.IsEmpty():
         return 0
-    minx, maxx, miny, maxy = envelope = geom.GetEnvelope()
-    node = tree.locate(minx, maxx, miny, maxy)
+    node = tree.locate(*geom.GetEnvelope())
     status = node.status
     if status == _OUT:
         return 0
     if status == _IN:
-        return _write_whole(feature, geom, envelope, writer)
+        return _write_whole(feature, geom, writer)
     shp = wkb_loads(bytes(geom.ExportToWkb()))
     prepared = node.prepared
     if shp.is_empty or not prepared.intersects(shp):
         return 0
     if prepared.covers(shp):
-        return _write_whole(feature, geom, envelope, writer)
+        return _write_whole(feature, geom, writer)
     clipped = _normalise(_intersection(shp, node.piece), writer.out_type, min_size=SLIVER_TOLERANCE)
     if clipped is None:
         return 0
     if keep_whole:
-        return _write_whole(feature, geom, envelope, writer)
+        return _write_whole(feature, geom, writer)
     writer.counts.clipped += 1
-    writer.counts.extend(clipped.bounds)
     return writer.write(feature, ogr.CreateGeometryFromWkb(clipped.wkb))
 
 
@@ -535,32 +787,11 @@ def _single_type(geometry_type: str) -> str:
     return prefix + (base[len("Multi"):] if base.startswith("Multi") and base != "MultiPoint" else base)
 
 
+@dataclass
 class _Counts:
-    def __init__(self) -> None:
-        self.candidates = 0
-        self.kept_whole = 0
-        self.clipped = 0
-        self._bounds = [math.inf, math.inf, -math.inf, -math.inf]
-
-    def extend(self, bounds: tuple[float, float, float, float]) -> None:
-        b = self._bounds
-        b[0], b[1] = min(b[0], bounds[0]), min(b[1], bounds[1])
-        b[2], b[3] = max(b[2], bounds[2]), max(b[3], bounds[3])
-
-    def extend_envelope(self, env: tuple[float, float, float, float]) -> None:
-        """Like `extend`, from an OGR envelope (minx, maxx, miny, maxy)."""
-        b = self._bounds
-        if env[0] < b[0]:
-            b[0] = env[0]
-        if env[2] < b[1]:
-            b[1] = env[2]
-        if env[1] > b[2]:
-            b[2] = env[1]
-        if env[3] > b[3]:
-            b[3] = env[3]
-
-    def bounds(self) -> tuple[float, float, float, float] | None:
-        return tuple(self._bounds) if self._bounds[0] <= self._bounds[2] else None  # type: ignore[return-value]
+    candidates: int
+    kept_whole: int = 0
+    clipped: int = 0
 
 
 def _intersection(geom, clip_geom):
