@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from frictionless import validate
 
+from backend.cli import SERVE_WORKER_NICENESS
 from tests.conftest import processor_states
 
 TEST = "test_processor.version_1"
@@ -109,6 +111,11 @@ def test_job_runs_to_success_with_progress_and_a_valid_package(served):
     entry = served.wait_provenance("gambia", job_id)
     assert set(entry["processors"]) == {TEST, ADMIN1}
     assert len(json.loads((root / "provenance.json").read_text())) == 1
+    # The processors ran in worker processes that yield the CPU to the API (serve's own process).
+    api = served.processes[0].proc.pid
+    for processor in entry["processors"].values():
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, api) + SERVE_WORKER_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, processor["worker"]["pid"]) == niceness
     # Provenance of sources and software: QGIS's world map, read as a local source, real data.
     (source,) = entry["processors"][ADMIN1]["job_result"]["sources"]
     assert source["url"].startswith("file://") and source["url"].endswith("world_map.gpkg")
