@@ -330,6 +330,9 @@ _OUT, _IN, _PART = 0, 1, 2
 GRID_CELLS_PER_CANDIDATE = 16
 #: ... and from 64 to 1024 cells per side (its tables: at most 4 MB each).
 GRID_SIDES = (64, 1024)
+#: SQLite page cache of the output while it is written (SQLite's default, 2 MB, is smaller than the
+#: R*Tree of 100,000 features: its build took 1.3-1.7 s instead of 2.0-2.5 s for Brazil's roads).
+OUTPUT_SQLITE_CACHE_MB = 64
 #: Features copied per GDAL call (`_copy_features`): progress and cancellation come between calls.
 COPY_CHUNK = 10_000
 
@@ -864,13 +867,18 @@ def _epsg(collection) -> int | None:
 def unsynced_sqlite_writes():
     """SQLite writes through GDAL in this thread without a disk sync per commit
     (`OGR_SQLITE_SYNCHRONOUS=OFF`): for files written under a temporary name, synced once
-    (`_fsync`) before the rename that publishes them. A small clip did 28 syncs before."""
-    previous = gdal.GetThreadLocalConfigOption("OGR_SQLITE_SYNCHRONOUS", None)
-    gdal.SetThreadLocalConfigOption("OGR_SQLITE_SYNCHRONOUS", "OFF")
+    (`_fsync`) before the rename that publishes them. A small clip did 28 syncs before.
+    Databases opened meanwhile get a page cache of up to OUTPUT_SQLITE_CACHE_MB, so that
+    building the R*Tree at the end rereads no index page from the file."""
+    options = {"OGR_SQLITE_SYNCHRONOUS": "OFF", "OGR_SQLITE_CACHE": str(OUTPUT_SQLITE_CACHE_MB)}
+    previous = {key: gdal.GetThreadLocalConfigOption(key, None) for key in options}
+    for key, value in options.items():
+        gdal.SetThreadLocalConfigOption(key, value)
     try:
         yield
     finally:
-        gdal.SetThreadLocalConfigOption("OGR_SQLITE_SYNCHRONOUS", previous)
+        for key, value in previous.items():
+            gdal.SetThreadLocalConfigOption(key, value)
 
 
 def _fsync(path: Path) -> None:
