@@ -13,7 +13,7 @@ from backend.errors import BackendError
 from backend.routers import boundaries, health, jobs, packages, processors
 from backend.schemas import BoundaryUpload
 from backend.service import Service
-from processors.errors import ProcessorNotFound
+from processors.errors import PathOutsideRoot, ProcessorNotFound
 
 
 def create_app(service: Service) -> FastAPI:
@@ -31,6 +31,12 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(BackendError)
     def backend_error(_: Request, exc: BackendError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(PathOutsideRoot)
+    def path_outside_root(_: Request, exc: PathOutsideRoot) -> JSONResponse:
+        # Its text names server folders: the client learns what was refused, not where.
+        return JSONResponse({"detail": "refused: a symbolic link or a name leading out of the server's folders"},
+                            status_code=400)
 
     @app.exception_handler(ProcessorNotFound)
     def processor_not_found(_: Request, exc: ProcessorNotFound) -> JSONResponse:

@@ -36,11 +36,11 @@ from backend.boundaries import BoundaryStore
 from backend.contract import TERMINAL_STATES, GroupState, GroupStatus, JobState
 from backend.errors import BackendError, BoundaryNotFound, InvalidRequest, JobNotFound
 from backend.packages import PackageStore, ProvenanceRecord, dataset_result, process_gone, software_versions, utcnow
-from backend.safepaths import make_dirs
 from backend.settings import Settings
 from processors.base import Boundary, Processor, ProcessorContext
-from processors.errors import Cancelled, ProcessorNotFound
+from processors.errors import Cancelled, PathOutsideRoot, ProcessorNotFound
 from processors.registry import ProcessorRegistry
+from processors.safepaths import inside, make_dirs, open_no_follow
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +304,15 @@ class JobQueue:
         empty job folders, their dataset locks, half-installed datasets, empty `.part` downloads)
         and record their jobs' provenance. Runs of live workers are left alone. Says what it did."""
         done = []
-        scratch_root = self.settings.localfs_processing_backend_root / "tmp"
-        for job_dir in sorted(scratch_root.iterdir()) if scratch_root.is_dir() else []:
+        processing_root = self.settings.localfs_processing_backend_root
+        scratch_root = processing_root / "tmp"
+        try:
+            inside(processing_root, scratch_root)  # linked elsewhere, this clean-up would delete there
+            job_dirs = sorted(scratch_root.iterdir()) if scratch_root.is_dir() else []
+        except PathOutsideRoot as exc:
+            done.append(f"left scratch alone: {exc}")
+            job_dirs = []
+        for job_dir in job_dirs:
             if not _looks_like_id(job_dir.name) or job_dir.is_symlink():
                 continue
             for run_dir in sorted(job_dir.iterdir()):
@@ -321,7 +328,7 @@ class JobQueue:
             job = self._get(f"job:{job_dir.name}")
             if job is not None:
                 self.status(job_dir.name)  # records the provenance of a job now finished
-        done += [f"removed empty download {part}" for part in remove_stalled_parts(self.settings.localfs_processing_backend_root)]
+        done += [f"removed empty download {part}" for part in remove_stalled_parts(processing_root)]
         return done + self.packages.clean() + self.expire_finished_jobs()
 
     def _release_dead_lock(self, job_id: str, processor_name: str) -> None:
@@ -540,11 +547,15 @@ def remove_stalled_parts(processing_root: Path) -> list[Path]:
     """Empty `.part` files in the source caches that no download holds (its `.lock` is free):
     a download that stalled before its first byte. Non-empty ones stay: the next fetch resumes them."""
     removed = []
-    for part in processing_root.glob("*/*/source_data/**/*.part"):
-        if part.is_symlink() or not part.is_file() or part.stat().st_size:
+    for part in _part_files(processing_root):
+        if part.stat().st_size:
             continue
         lock = part.with_name(part.name[: -len(".part")] + ".lock")
-        with open(lock, "a+") as handle:
+        try:
+            handle = open_no_follow(lock, "a+")
+        except PathOutsideRoot:  # its lock is a symbolic link: not ours to touch
+            continue
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -552,6 +563,20 @@ def remove_stalled_parts(processing_root: Path) -> list[Path]:
             part.unlink(missing_ok=True)
             removed.append(part)
     return removed
+
+
+def _part_files(processing_root: Path) -> list[Path]:
+    """`.part` files in the source caches (`<processor>/<version>/source_data/`), found without
+    following any symbolic link (`os.walk` does not descend into one; linked files are skipped)."""
+    found = []
+    for folder, subfolders, files in os.walk(processing_root):
+        depth = len(Path(folder).relative_to(processing_root).parts)
+        if depth == 2:
+            subfolders[:] = [name for name in subfolders if name == "source_data"]
+        elif depth > 2:
+            found += [Path(folder, name) for name in files
+                      if name.endswith(".part") and not os.path.islink(os.path.join(folder, name))]
+    return sorted(found)
 
 
 def _looks_like_id(job_id: str) -> bool:

@@ -25,10 +25,11 @@ from typing import Any, Iterator
 from backend import __version__
 from backend.boundaries import NAME_PATTERN as SAFE_NAME  # package folders are named after boundaries
 from backend.errors import PackageNotFound, UnsafePath
-from backend.safepaths import inside, make_dirs, open_no_follow, relative_parts
 from backend.html import dataset_index_html, dataset_license_html, package_index_html, package_license_html, package_version_html
 from processors.base import Processor, ProcessorOutput
+from processors.errors import PathOutsideRoot
 from processors.outputs import FileFacts, file_facts
+from processors.safepaths import inside, make_dirs, open_no_follow, relative_parts
 from processors.styles import style_for
 
 STAGING_PREFIX = ".staging-"  # + version, uuid, pid@host of the installing process
@@ -94,7 +95,7 @@ class PackageStore:
         try:
             path = inside(self.root, self.root.joinpath(*relative_parts(relative)))
             return inside(self.root, path / "index.html") if path.is_dir() else path
-        except UnsafePath:  # its text names server folders: not for the client
+        except PathOutsideRoot:  # its text names server folders: not for the client
             raise UnsafePath(f"invalid path: {relative[:300]!r}") from None
 
     def uri(self, relative: str) -> str:
@@ -250,11 +251,16 @@ class PackageStore:
         removed = []
         for package in self.list_packages():
             with self.locked(package["boundary_name"]) as folder:
+                datasets = folder / "datasets"
+                try:
+                    inside(self.root, datasets)  # linked elsewhere, this clean-up would delete there
+                except PathOutsideRoot as exc:
+                    removed.append(f"left {folder} alone: {exc}")
+                    continue
                 listed = {folder / Path(p).parents[1] for r in (self.read_datapackage(package["boundary_name"]) or {}).get("resources", []) for p in r["path"]}
                 leftovers = [p for p in folder.glob(".*.tmp") if not p.is_symlink()]
-                for version in folder.glob("datasets/*/*"):
-                    if version.is_symlink():
-                        continue
+                dataset_folders = _subfolders(datasets) if datasets.is_dir() else []
+                for version in [v for d in dataset_folders for v in _subfolders(d, hidden=True)]:
                     if version.name.startswith(STAGING_PREFIX):
                         owner, _, host = version.name.rpartition("@")
                         if process_gone({"host": host, "pid": owner.rpartition("-")[2]}):
@@ -267,8 +273,8 @@ class PackageStore:
                     else:
                         leftover.unlink(missing_ok=True)
                     removed.append(f"removed {leftover}")
-                for dataset in folder.glob("datasets/*"):
-                    if dataset.is_dir() and not dataset.is_symlink() and not any(dataset.iterdir()):
+                for dataset in dataset_folders:
+                    if not any(dataset.iterdir()):
                         dataset.rmdir()
         return removed
 
@@ -311,15 +317,12 @@ class PackageStore:
 
     def dataset_versions(self, boundary_name: str) -> list[tuple[str, str]]:
         """(dataset, version) of every dataset version folder in a package; `PackageNotFound`."""
-        datasets = self.package_dir(boundary_name) / "datasets"
+        datasets = inside(self.root, self.package_dir(boundary_name) / "datasets")
         if not datasets.parent.is_dir():
             raise PackageNotFound(boundary_name)
         if not datasets.is_dir():
             return []
-        def folders(parent: Path) -> list[Path]:  # no symbolic link is followed out of the root
-            return [f for f in sorted(parent.iterdir()) if f.is_dir() and not f.is_symlink() and not f.name.startswith(".")]
-
-        return [(d.name, v.name) for d in folders(datasets) for v in folders(d)]
+        return [(d.name, v.name) for d in _subfolders(datasets) for v in _subfolders(d)]
 
     def delete_package(self, boundary_name: str) -> None:
         """Remove a package folder: renamed out of sight at once, then deleted."""
@@ -452,6 +455,13 @@ def dataset_result(resource: dict[str, Any]) -> dict[str, Any]:
     """A job's result for a dataset it installed."""
     return {"resource": resource["name"], "paths": resource["path"], "bytes": resource["bytes"],
             "synthetic": resource.get("synthetic", False)}
+
+
+def _subfolders(parent: Path, *, hidden: bool = False) -> list[Path]:
+    """Folders in `parent` that are not symbolic links (the caller checked `parent` itself);
+    hidden ones (staging, set-aside versions) only when asked."""
+    return [f for f in sorted(parent.iterdir())
+            if f.is_dir() and not f.is_symlink() and (hidden or not f.name.startswith("."))]
 
 
 def _swap_in(staging: Path, final: Path) -> Path | None:

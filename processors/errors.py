@@ -30,3 +30,8 @@ class SourceCorrupt(SourceUnavailable):
 
 class UnsafeArchive(ProcessorError):
     """An archive has members that would escape the destination, links, or expands past a limit."""
+
+
+class PathOutsideRoot(ProcessorError):
+    """A path would lead outside its root folder: a symbolic link on the way, `..`, an absolute or
+    over-long name (`processors.safepaths`)."""

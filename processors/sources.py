@@ -20,6 +20,13 @@
 ``cached(url)`` / ``cached_member(url, member)``
     The verified cached file, or None: never downloads (for size estimates).
 
+Never outside the cache: a cached file, its companions (download, lock, record, extraction) and
+every folder on the way to them are checked before use, and a symbolic link among them is refused
+with `PathOutsideRoot` (`processors.safepaths`): the cache may sit on shared storage, and a link
+would make a job read or write outside the processing folder. An extracted member that became a
+link no longer matches its extraction record, so the archive is extracted again (the link itself
+removed, never followed).
+
 Healing: every cached file carries the size and sha256 it had when fetched (its
 `.fetch.json` record). A file whose size or modification time no longer matches is hashed
 again and discarded if it changed. A file that fails verification, fails `validate`, or whose
@@ -59,6 +66,7 @@ import requests
 
 from processors import samples
 from processors.errors import SourceCorrupt, SourceUnavailable, UnsafeArchive
+from processors.safepaths import inside
 from processors.fetch import (
     DEFAULT_MAX_RATIO,
     USER_AGENT,
@@ -78,6 +86,8 @@ ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], None]
 
 _MARKER = ".extracted.json"
+# What sits beside a cached file: its download, lock, fetch record, extraction and its lock.
+_COMPANIONS = (".part", ".lock", ".fetch.json", ".d", ".d.lock")
 
 
 class SourceUnreadable(SourceCorrupt):
@@ -160,7 +170,7 @@ class SourceCache:
         check_cancelled: CancelCheck | None = None,
         pool_size: int = 8,
     ):
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # as `cache_path` gives paths under it
         self.mirror = mirror or None
         self._report = report
         self._check = check_cancelled or (lambda: None)
@@ -173,8 +183,9 @@ class SourceCache:
 
     # -- public operations ----------------------------------------------------------------------
     def path(self, url: str) -> Path:
-        """Where `url` is cached (whether or not it is)."""
-        return cache_path(url, self.root)
+        """Where `url` is cached (whether or not it is); `PathOutsideRoot` when a symbolic link
+        lies on the way to it or is one of its companions."""
+        return _confined(self.root, cache_path(url, self.root), _COMPANIONS)
 
     def fetch(
         self,
@@ -235,7 +246,7 @@ class SourceCache:
         """`<root>/derived/<name>`, made by `build(path)` from `inputs` (files this cache handed
         out in this run) once, under a lock; made again when an input's sha256 changed or the
         file was modified. `build` writes the path it is given; it is moved into place after."""
-        target = self.root / "derived" / name
+        target = self._derived_path(name)
         stamp = {"inputs": [self._digests.get(Path(p)) or Hasher.of(Path(p))["sha256"] for p in inputs]}
         record_path = target.with_name(target.name + ".derived.json")
         with file_lock(target.with_name(target.name + ".lock"), self._check):
@@ -277,8 +288,11 @@ class SourceCache:
 
     def cached_derived(self, name: str) -> Path | None:
         """The derived file `name` when it was built before; never builds (for size estimates)."""
-        target = self.root / "derived" / name
+        target = self._derived_path(name)
         return target if target.is_file() else None
+
+    def _derived_path(self, name: str) -> Path:
+        return _confined(self.root, self.root / "derived" / name, (".lock", ".derived.json"))
 
     def cached(self, url: str) -> Path | None:
         """The cached file of `url` when it was fetched before and is unchanged; never downloads."""
@@ -439,25 +453,33 @@ class SourceCache:
                 self._digests[folder / path] = entry["sha256"]
         return folder
 
-    @staticmethod
-    def _find_member(url: str, folder: Path, member: str) -> Path:
+    def _find_member(self, url: str, folder: Path, member: str) -> Path:
         members = (_read_json(folder / _MARKER) or {}).get("members", {})
         wanted = PurePosixPath(member)
         if wanted.as_posix() in members:
-            return folder.joinpath(*wanted.parts)
+            return inside(self.root, folder.joinpath(*wanted.parts))
         found = [name for name in members if PurePosixPath(name).name == wanted.name]
         if len(found) != 1:
             what = "is missing from" if not found else "appears more than once in"
             raise SourceCorrupt(f"{wanted.name} {what} the archive {url}")
-        return folder.joinpath(*PurePosixPath(found[0]).parts)
+        return inside(self.root, folder.joinpath(*PurePosixPath(found[0]).parts))
+
+
+def _confined(root: Path, path: Path, companions: Sequence[str]) -> Path:
+    """`path` after checking that no folder on the way to it, nor it, nor its companions (its name
+    plus each suffix) is a symbolic link; `PathOutsideRoot` otherwise."""
+    for candidate in (path, *(path.with_name(path.name + suffix) for suffix in companions)):
+        inside(root, candidate)
+    return path
 
 
 def _members_intact(folder: Path, marker: dict) -> bool:
-    """Every extracted member still has the size and modification time it was extracted with."""
+    """Every extracted member is still the file it was extracted as (its size and modification
+    time; lstat, so a member replaced by a symbolic link does not match)."""
     for name, entry in marker.get("members", {}).items():
         path = folder.joinpath(*PurePosixPath(name).parts)
         try:
-            st = path.stat()
+            st = path.lstat()
         except OSError:
             return False
         if st.st_size != entry.get("bytes") or st.st_mtime_ns != entry.get("mtime_ns"):

@@ -14,6 +14,7 @@ from processors.registry import ProcessorRegistry
 
 TEST = "test_processor.version_1"
 ADMIN1 = "natural_earth_admin1.version_1"
+RASTER = "natural_earth_raster.version_1"
 
 
 def make_queue(data_dir: Path, seeded_boundaries_db: Path, **settings) -> JobQueue:

@@ -21,9 +21,7 @@ from backend.packages import PackageStore
 from backend.settings import Settings
 from processors.registry import ProcessorRegistry
 from tests.conftest import processor_states
-from tests.reliability.local_queue import ADMIN1, TEST, files_under, states
-
-RASTER = "natural_earth_raster.version_1"
+from tests.reliability.local_queue import ADMIN1, RASTER, TEST, files_under, states
 
 
 def durable_queue(data_dir: Path, **settings) -> JobQueue:
