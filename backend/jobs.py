@@ -4,12 +4,17 @@ Job and per-processor state live in the queue's own key-value storage (SQLite or
 every worker on every machine sharing the queue sees the same state:
   job:<id>                  the request (boundary, processors, created)
   job:<id>:<processor>      status, progress, result, worker, heartbeat of one processor
+  setup:<id>                worker and heartbeat of the job's boundary setup while it runs
   cancel:<id>               set when the job is cancelled
-  running:<boundary>:<processor>  which job is producing that dataset now (put_if_empty lock)
-All through Huey's own `put` / `get(peek=True)` / `put_if_empty` / `delete`. Huey's SQLite
-storage and Redis before 7.4 cannot expire a key, so the lock cannot carry a TTL; it names its
-job instead, and a lock whose job's worker is gone (no heartbeat, or its process on this machine
-has exited) is taken over by the next run of that dataset and removed at worker start.
+  running:<boundary>:<processor>  which job (and worker) is producing that dataset now (put_if_empty lock)
+All through Huey's own `put` / `get` / `put_if_empty` / `delete`. No key carries a TTL: Huey's
+SQLite storage refuses one and its Redis storage needs Redis 7.4 (Debian has 7.0). Nor is
+`lock_task` used: it holds no owner, and a run that finds its dataset being made follows the
+owner's outcome. So the lock names its job and worker, and a lock whose worker is gone (its
+process on this machine has exited, or no heartbeat for `heartbeat_timeout`) is taken over by the
+next run of that dataset, and removed at worker start. A worker that dies running a task is
+noticed the same way: its processor, or the boundary setup and so the job's pending processors,
+FAILURE with the reason (Huey does not run a killed task again).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from huey import RedisHuey, SqliteHuey, group
 from huey.api import Huey
@@ -207,9 +212,14 @@ class JobQueue:
         return statuses
 
     def _all_jobs(self) -> list[dict[str, Any]]:
-        """Every job record in the queue storage (Huey has no key scan of its own but its storage's)."""
-        return [self.huey.serializer.deserialize(value) for key, value in self.huey.storage.result_items().items()
-                if key.startswith("job:") and _looks_like_id(key[4:])]
+        """Every job record in the queue storage."""
+        return list(self._scan(lambda key: key.startswith("job:") and _looks_like_id(key[4:])).values())
+
+    def _scan(self, wanted: Callable[[str], bool]) -> dict[str, Any]:
+        """The keys `wanted` in the queue storage and their values (Huey has no key scan of its
+        own, only its storage's)."""
+        return {key: self.huey.serializer.deserialize(value) for key, value in self.huey.storage.result_items().items()
+                if wanted(key)}
 
     def expire_finished_jobs(self, now: dt.datetime | None = None) -> list[str]:
         """Remove the records of COMPLETE jobs created more than `job_retention_days` ago (their
@@ -224,13 +234,14 @@ class JobQueue:
             if self._status(job)["job_group_state"] != GroupState.COMPLETE:
                 continue
             job_id = job["job_id"]
-            for key in [f"job:{job_id}:{name}" for name in job["processors"]] + [f"cancel:{job_id}", f"job:{job_id}"]:
+            for key in [f"job:{job_id}:{name}" for name in job["processors"]] + [f"cancel:{job_id}", f"setup:{job_id}", f"job:{job_id}"]:
                 self._delete(key)
             removed.append(f"removed the record of job {job_id} (created {job['created']})")
         return removed
 
     def _status(self, job: dict[str, Any], *, record: bool = True) -> dict[str, Any] | None:
         job_id = job["job_id"]
+        self._fail_if_setup_died(job_id, job)
         cancelled = self.is_cancelled(job_id)
         entries = self._entries(job_id, job, cancelled)
         states = {e["job_status"] for e in entries}
@@ -280,6 +291,20 @@ class JobQueue:
             )
         return entries
 
+    def _fail_if_setup_died(self, job_id: str, job: dict[str, Any]) -> None:
+        """A boundary setup whose worker died never queued the processors (Huey does not run a
+        killed task again): they fail with the reason, recorded, so that a processor task queued
+        just before the death does not run after the job was reported."""
+        setup = self._get(f"setup:{job_id}")
+        if setup is None or not self._is_stale(setup):
+            return
+        reason = (f"boundary setup - worker {_describe_worker(setup.get('worker'))} stopped while running it "
+                  f"(no heartbeat since {_iso(setup.get('heartbeat'))}); resubmit the job")
+        for name in job["processors"]:
+            if self._record(job_id, name).get("job_status") == PENDING:
+                self._update(job_id, name, job_status=FAILURE, result={"failed": reason})
+        self._delete(f"setup:{job_id}")
+
     def _installed_result(self, job_id: str, job: dict[str, Any], processor_name: str) -> dict[str, Any] | None:
         """The result this job recorded with a dataset that is in the package, if it is."""
         try:
@@ -321,27 +346,40 @@ class JobQueue:
                     continue
                 shutil.rmtree(run_dir, ignore_errors=True)
                 done.append(f"removed scratch {run_dir}")
-                self._release_dead_lock(job_dir.name, run_dir.name)
             if not any(job_dir.iterdir()):
                 job_dir.rmdir()
                 done.append(f"removed empty job folder {job_dir}")
             job = self._get(f"job:{job_dir.name}")
             if job is not None:
                 self.status(job_dir.name)  # records the provenance of a job now finished
+        for lock_key, lock in self._scan(lambda key: key.startswith("running:")).items():
+            if self._lock_holder_gone(lock_key, lock):
+                self._delete(lock_key)
+                done.append(f"removed the dataset lock {lock_key} of job {lock.get('job_id')} (its worker is gone)")
         done += [f"removed empty download {part}" for part in remove_stalled_parts(processing_root)]
         return done + self.packages.clean() + self.expire_finished_jobs()
 
-    def _release_dead_lock(self, job_id: str, processor_name: str) -> None:
-        job = self._get(f"job:{job_id}")
-        if job is None:
-            return
-        lock_key = f"running:{job['boundary_name']}:{processor_name}"
-        if (self._get(lock_key) or {}).get("job_id") == job_id:
-            self._delete(lock_key)
+    def _lock_holder_gone(self, lock_key: str, lock: dict[str, Any]) -> bool:
+        """The worker holding a dataset lock is gone: its run's heartbeat stopped, or (before the
+        run started, or after it ended) the lock's own worker and time say so."""
+        run = self._record(lock.get("job_id", ""), lock_key.split(":", 2)[2])
+        return self._is_stale(run if run.get("job_status") == EXECUTING else lock)
 
     # -- worker side ------------------------------------------------------------------------------
     def _boundary_setup(self, job_id: str) -> None:
         job = self._job(job_id)
+        running = {"worker": worker_identity(), "heartbeat": time.time()}
+        self._put(f"setup:{job_id}", running)
+        heartbeat = _Heartbeat(lambda: self._put(f"setup:{job_id}", {**running, "heartbeat": time.time()}),
+                               self.settings.heartbeat_timeout / 4)
+        try:
+            with heartbeat:
+                self._set_up(job_id, job)
+        finally:
+            self._delete(f"setup:{job_id}")
+
+    def _set_up(self, job_id: str, job: dict[str, Any]) -> None:
+        """The package folder, then the job's processors queued (or the job finished, when none waits)."""
         waiting = [n for n in job["processors"] if self._record(job_id, n).get("job_status") == PENDING]
         try:
             boundary = self.boundaries.get(job["boundary_name"])
@@ -361,6 +399,11 @@ class JobQueue:
         if self.is_cancelled(job_id):
             self._update(job_id, processor_name, job_status=REVOKED, result={"revoked": "job cancelled before this processor started"})
             return
+        if self._record(job_id, processor_name).get("job_status") in TERMINAL:
+            return  # failed with its boundary setup's worker (see _fail_if_setup_died)
+        # EXECUTING from here, with this worker and a heartbeat: a worker that dies before the run
+        # proper (looking up the boundary, taking the lock) is noticed like one dying in it.
+        self._update(job_id, processor_name, job_status=EXECUTING, step="starting", worker=worker_identity(), heartbeat=time.time())
         processor = self.registry.get(processor_name)
         boundary = self.boundaries.get(job["boundary_name"])
         lock_key = f"running:{boundary['name']}:{processor_name}"
@@ -368,7 +411,8 @@ class JobQueue:
             if not job.get("replace") and self.packages.has_dataset(boundary["name"], processor):
                 self._update(job_id, processor_name, job_status=SKIPPED, percent=100.0, step="exists", result={"skipped": "dataset already in the package"})
                 return
-            if self._put_if_empty(lock_key, {"job_id": job_id}):
+            # heartbeat: when it was taken; once the run starts, its record beats instead.
+            if self._put_if_empty(lock_key, {"job_id": job_id, "worker": worker_identity(), "heartbeat": time.time()}):
                 break
             owner = (self._get(lock_key) or {}).get("job_id")
             if owner is None:
@@ -394,8 +438,9 @@ class JobQueue:
                 result = dict(theirs.get("result") or {}, followed_job_id=owner)
                 self._update(job_id, processor_name, job_status=state, percent=100.0, step=theirs.get("step", ""), result=result)
                 return True
-            stale = state == EXECUTING and self._is_stale(theirs)
-            if state in (REVOKED, SKIPPED) or stale or (self._get(lock_key) or {}).get("job_id") != owner:
+            lock = self._get(lock_key) or {}
+            stale = lock.get("job_id") == owner and self._lock_holder_gone(lock_key, lock)
+            if state in (REVOKED, SKIPPED) or stale or lock.get("job_id") != owner:
                 if stale:
                     self._delete(lock_key)
                 return False

@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import subprocess
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def assert_consistent(queue: JobQueue, boundary: str, job_id: str) -> dict:
 
 # Where the worker process is killed: before or after a call of (module, attribute).
 KILL_POINTS = {
+    "boundary setup, package folder made, before its pages": ("backend.packages", "PackageStore._write_package_pages", "before"),
+    "dataset lock taken, before the run starts": ("backend.jobs", "JobQueue._execute", "before"),
     "download, after its first chunk": ("processors.fetch", "Hasher.update", "after"),
     "raster write, before its COG is written": ("processors.raster", "_cog_from_memory", "before"),
     "vector write, before its file is synced and renamed": ("processors.vector", "_fsync", "before"),
@@ -102,12 +105,8 @@ def _run_and_die(data_dir: Path, where: tuple[str, str, str], processors: list[s
     os._exit(0)  # not reached when the kill point is on the path
 
 
-@pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_kill_9_at_each_step_then_restart(tmp_path, seeded_boundaries_db, raster_mirror, point):
-    from processors.builtin.natural_earth_raster import NaturalEarthRaster
-
-    mirror = str(raster_mirror(NaturalEarthRaster, rgb=True, width=360, height=180)[0])
-    processor = {"processors.vector": ADMIN1, "processors.raster": RASTER, "processors.fetch": RASTER}.get(KILL_POINTS[point][0], TEST)
+def killed_job(tmp_path: Path, seeded_boundaries_db: Path, mirror: str, point: str, processor: str) -> tuple[Path, str]:
+    """(data folder, job id) of a job whose worker was killed (SIGKILL) at `point`."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
@@ -117,12 +116,23 @@ def test_kill_9_at_each_step_then_restart(tmp_path, seeded_boundaries_db, raster
     child.start()
     child.join(120)
     assert child.exitcode == -signal.SIGKILL
-    job_id = job_file.read_text()
+    return data_dir, job_file.read_text()
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_at_each_step_then_restart(tmp_path, seeded_boundaries_db, raster_mirror, point):
+    from processors.builtin.natural_earth_raster import NaturalEarthRaster
+
+    mirror = str(raster_mirror(NaturalEarthRaster, rgb=True, width=360, height=180)[0])
+    processor = {"processors.vector": ADMIN1, "processors.raster": RASTER, "processors.fetch": RASTER}.get(KILL_POINTS[point][0], TEST)
+    data_dir, job_id = killed_job(tmp_path, seeded_boundaries_db, mirror, point, processor)
 
     restarted = durable_queue(data_dir, source_mirror=mirror)
     restarted.clean_start()
+    assert restarted.huey.get(f"running:gambia:{processor}", peek=True) is None  # no lock outlives its worker
     status = assert_consistent(restarted, "gambia", job_id)
-    print(f"\nkilled at '{point}': {states(restarted, job_id)}")
+    (outcome,) = status["job_group_processors"]
+    print(f"\nkilled at '{point}': {outcome['job_status']} {outcome['job_result'].get('failed', '')}")
     installed = point in ("datapackage.json written, before the pages", "every processor done, before the job's provenance")
     assert states(restarted, job_id) == {processor: "SUCCESS" if installed else "FAILURE"}
     if not installed:
@@ -131,6 +141,20 @@ def test_kill_9_at_each_step_then_restart(tmp_path, seeded_boundaries_db, raster
     assert states(restarted, retry)[processor] in ("SUCCESS", "SKIPPED")
     assert_consistent(restarted, "gambia", retry)
     assert [r["processor"] for r in restarted.packages.read_datapackage("gambia")["resources"]] == [processor]
+
+
+def test_a_dataset_lock_whose_worker_died_is_taken_over_by_another_worker_without_a_restart(tmp_path, seeded_boundaries_db):
+    data_dir, job_id = killed_job(tmp_path, seeded_boundaries_db, "", "dataset lock taken, before the run starts", TEST)
+    other_worker = durable_queue(data_dir)  # no clean start: the lock of the dead worker is still there
+    assert other_worker.huey.get(f"running:gambia:{TEST}", peek=True)["job_id"] == job_id
+    retries = []
+    submitting = threading.Thread(target=lambda: retries.append(other_worker.submit(boundary_name="gambia", processors=[TEST])),
+                                  daemon=True)
+    submitting.start()
+    submitting.join(60)  # a lock that outlived its worker would make the retry follow it forever
+    assert not submitting.is_alive() and states(other_worker, retries[0]) == {TEST: "SUCCESS"}
+    assert states(other_worker, job_id) == {TEST: "FAILURE"}
+    assert other_worker.huey.get(f"running:gambia:{TEST}", peek=True) is None
 
 
 # -- full and read-only disks: a real small file system (tmpfs), not a mock -------------------------
