@@ -84,6 +84,20 @@ def test_status_from_reads_leaves_recording_a_finished_job_to_status(fresh_queue
     assert fresh_queue.status_from_reads(job_id) == fresh_queue.status(job_id)
 
 
+def test_a_boundary_setup_without_heartbeat_fails_its_pending_processors_for_good(fresh_queue):
+    fresh_queue.huey.immediate = False
+    job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST])
+    beat = time.time() - 5
+    fresh_queue._put(f"setup:{job_id}", {"worker": {"host": "h", "pid": 1}, "heartbeat": beat})
+    (entry,) = fresh_queue.status(job_id)["job_group_processors"]
+    since = datetime.datetime.fromtimestamp(beat, datetime.timezone.utc).isoformat(timespec="seconds")
+    assert entry["job_status"] == "FAILURE" and entry["job_result"]["failed"] == (
+        f"boundary setup - worker pid 1 on h stopped while running it (no heartbeat since {since}); resubmit the job")
+    fresh_queue._run_processor(job_id, TEST)  # queued just before the setup's worker died: it does not run
+    assert fresh_queue.status(job_id)["job_group_processors"][0]["job_result"] == entry["job_result"]
+    assert not fresh_queue.packages.has_dataset("gambia", fresh_queue.registry.get(TEST))
+
+
 def test_cancel_before_start_revokes_every_processor(fresh_queue):
     fresh_queue.huey.immediate = False
     job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST, ADMIN1])

@@ -217,23 +217,29 @@ def test_a_full_disk_fails_the_job_naming_the_folder_and_loses_nothing(tmp_path,
 
 
 @needs_root
-def test_a_read_only_package_root_fails_the_job_and_completes_once_writable(tmp_path, seeded_boundaries_db):
+@pytest.mark.parametrize("which", ["package root", "processing folder"])
+def test_a_read_only_root_fails_the_job_naming_it_and_completes_once_writable(tmp_path, seeded_boundaries_db, which):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
     queue = durable_queue(data_dir)
-    with small_disk(queue.packages.root):
+    mount = queue.packages.root if which == "package root" else queue.settings.localfs_processing_backend_root
+    with small_disk(mount):
         first = queue.submit(boundary_name="gambia", processors=[TEST])
         assert states(queue, first) == {TEST: "SUCCESS"}
-        subprocess.run(["mount", "-o", "remount,ro", str(queue.packages.root)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         job_id = queue.submit(boundary_name="gambia", processors=[ADMIN1])
         status = queue.status(job_id)
         (entry,) = status["job_group_processors"]
         assert entry["job_status"] == "FAILURE"
-        assert "the package root" in entry["job_result"]["failed"] and "is read-only" in entry["job_result"]["failed"]
-        assert status["job_group_state"] == "EXECUTING"  # its provenance cannot be written yet
-        subprocess.run(["mount", "-o", "remount,rw", str(queue.packages.root)], check=True)
+        assert f"the {which} ({mount}) is read-only" in entry["job_result"]["failed"], entry
+        # Its provenance entry goes into the package: only a read-only package root holds it up.
+        assert status["job_group_state"] == ("EXECUTING" if which == "package root" else "COMPLETE")
+        subprocess.run(["mount", "-o", "remount,rw", str(mount)], check=True)
         assert_consistent(queue, "gambia", job_id)
+        retry = queue.submit(boundary_name="gambia", processors=[ADMIN1])
+        assert states(queue, retry) == {ADMIN1: "SUCCESS"}
+        assert_consistent(queue, "gambia", retry)
 
 
 def test_kill_9_of_the_api_with_queued_jobs_then_restart(backend):
