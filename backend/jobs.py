@@ -187,8 +187,9 @@ class JobQueue:
         return self._status(self._job(job_id))
 
     def status_from_reads(self, job_id: str) -> dict[str, Any] | None:
-        """`status` when it only has to read the queue's storage; None when it would record the
-        job's provenance (every processor finished, entry not yet written: call `status`)."""
+        """`status` when it only has to read the queue's storage; None when it would write (record
+        the job's provenance once every processor finished, or fail the processors of a boundary
+        setup whose worker died): call `status`."""
         return self._status(self._job(job_id), record=False)
 
     @property
@@ -241,7 +242,11 @@ class JobQueue:
 
     def _status(self, job: dict[str, Any], *, record: bool = True) -> dict[str, Any] | None:
         job_id = job["job_id"]
-        self._fail_if_setup_died(job_id, job)
+        dead_setup = self._dead_setup(job_id)
+        if dead_setup is not None:
+            if not record:
+                return None
+            self._fail_setup(job_id, job, dead_setup)
         cancelled = self.is_cancelled(job_id)
         entries = self._entries(job_id, job, cancelled)
         states = {e["job_status"] for e in entries}
@@ -291,13 +296,15 @@ class JobQueue:
             )
         return entries
 
-    def _fail_if_setup_died(self, job_id: str, job: dict[str, Any]) -> None:
-        """A boundary setup whose worker died never queued the processors (Huey does not run a
-        killed task again): they fail with the reason, recorded, so that a processor task queued
-        just before the death does not run after the job was reported."""
+    def _dead_setup(self, job_id: str) -> dict[str, Any] | None:
+        """The record of the job's boundary setup when it is running no more but did not finish
+        (its worker died: Huey does not run a killed task again), else None."""
         setup = self._get(f"setup:{job_id}")
-        if setup is None or not self._is_stale(setup):
-            return
+        return setup if setup is not None and self._is_stale(setup) else None
+
+    def _fail_setup(self, job_id: str, job: dict[str, Any], setup: dict[str, Any]) -> None:
+        """The processors a dead boundary setup never queued fail with the reason, recorded, so
+        that a processor task queued just before the death does not run after the job was reported."""
         reason = (f"boundary setup - worker {_describe_worker(setup.get('worker'))} stopped while running it "
                   f"(no heartbeat since {_iso(setup.get('heartbeat'))}); resubmit the job")
         for name in job["processors"]:
@@ -400,7 +407,7 @@ class JobQueue:
             self._update(job_id, processor_name, job_status=REVOKED, result={"revoked": "job cancelled before this processor started"})
             return
         if self._record(job_id, processor_name).get("job_status") in TERMINAL:
-            return  # failed with its boundary setup's worker (see _fail_if_setup_died)
+            return  # failed with its boundary setup's worker (see _fail_setup)
         # EXECUTING from here, with this worker and a heartbeat: a worker that dies before the run
         # proper (looking up the boundary, taking the lock) is noticed like one dying in it.
         self._update(job_id, processor_name, job_status=EXECUTING, step="starting", worker=worker_identity(), heartbeat=time.time())

@@ -89,6 +89,7 @@ def test_a_boundary_setup_without_heartbeat_fails_its_pending_processors_for_goo
     job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST])
     beat = time.time() - 5
     fresh_queue._put(f"setup:{job_id}", {"worker": {"host": "h", "pid": 1}, "heartbeat": beat})
+    assert fresh_queue.status_from_reads(job_id) is None  # failing them is a write: `status` does it
     (entry,) = fresh_queue.status(job_id)["job_group_processors"]
     since = datetime.datetime.fromtimestamp(beat, datetime.timezone.utc).isoformat(timespec="seconds")
     assert entry["job_status"] == "FAILURE" and entry["job_result"]["failed"] == (

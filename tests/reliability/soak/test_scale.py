@@ -22,6 +22,8 @@ def test_20_identical_submissions_run_once(backend):
     assert {o["job_status"] for o in outcomes} <= {"SUCCESS", "SKIPPED"}
     ran = [o for o in outcomes if o["job_status"] == "SUCCESS" and not o["followed_job_id"]]
     assert len(ran) == 1, [(o["job_status"], o["followed_job_id"]) for o in outcomes]
+    followed = sum(1 for o in outcomes if o["followed_job_id"])
+    print(f"\n20 identical submissions: {len(ran)} ran, {followed} followed it, {20 - len(ran) - followed} skipped (dataset there)")
     provenance = json.loads((backend.data_dir / "packages/gambia/provenance.json").read_text())
     assert {e["job_id"] for e in provenance.values()} == set(jobs)
 
