@@ -336,7 +336,12 @@ class CreatePackageAlgorithm(_PackageAlgorithm):
             if feedback.isCanceled():
                 self._cancel(client, job_id, feedback)
                 raise QgsProcessingException(f"Cancelled: job {job_id} cancelled on the backend")
-            status = client.job(job_id)
+            try:
+                status = client.job(job_id)
+            except BackendRequestError:
+                if not feedback.isCanceled():
+                    raise
+                continue  # the cancel aborted this poll in flight: the job is cancelled at the loop's top
             feedback.setProgress(JOB_SHARE * float(status.get("job_group_percent_complete") or 0) / 100.0)
             for p in status.get("job_group_processors", []):
                 task = (p.get("job_progress") or {}).get("current_task")
