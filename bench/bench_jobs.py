@@ -1,6 +1,7 @@
 """Jobs and API through a real `autopkg serve` on loopback (issue 10).
 
     .venv/bin/python bench/bench_jobs.py [--before PATH] [--mix-jobs N] [--load-seconds S] [--no-write]
+                                         [--parts storm mix load search]
 
 Runs `autopkg serve` (workers: the default, the number of cores) from this checkout -- and, with
 `--before PATH`, from another checkout (e.g. a worktree of main) in the same run, back to back,
@@ -448,6 +449,22 @@ def load_section(runs: dict[str, dict], args) -> str:
     return "\n".join(L)
 
 
+def search_section(runs: dict[str, dict]) -> str:
+    L = ["\n### Boundary search, idle (one keep-alive connection, http.client)\n"]
+    L.append("| checkout | search | n | p50 ms | p90 ms | p99 ms | load avg |")
+    L.append("|---|---|---|---|---|---|---|")
+    for label, r in runs.items():
+        s = r["search"]
+        for kind in ("point", "name"):
+            v = s[kind]
+            L.append(f"| {label} | {kind}, over HTTP | {len(v)} | {percentile(v, 50):.2f} | {percentile(v, 90):.2f} | "
+                     f"{percentile(v, 99):.2f} | {s['load']} |")
+    v = runs[next(iter(runs))]["store"]["point"]
+    L.append(f"| - | point, inside the store (no HTTP) | {len(v)} | {percentile(v, 50):.3f} | {percentile(v, 90):.3f} | "
+             f"{percentile(v, 99):.3f} | |")
+    return "\n".join(L)
+
+
 def report(runs: dict[str, dict], warp: dict, args, started: str, elapsed: float) -> str:
     L = [SECTION, ""]
     L.append(f"- date: {started}; machine: `nproc` = {os.cpu_count()}; shared with other work, load average "
@@ -480,17 +497,7 @@ def report(runs: dict[str, dict], warp: dict, args, started: str, elapsed: float
         L.append(f"| {label} | {m['jobs']} | {m['processors']} | {m['seconds']:.1f} | {m['per_min']:.1f} | "
                  f"{len(m['failed'])} | {m['load']} |")
     L.append(load_section(runs, args))
-    L.append("\n### Boundary search, idle (one keep-alive connection, http.client)\n")
-    L.append("| checkout | search | n | p50 ms | p90 ms | p99 ms | load avg |")
-    L.append("|---|---|---|---|---|---|---|")
-    for label, r in runs.items():
-        s = r["search"]
-        for kind in ("point", "name"):
-            v = s[kind]
-            L.append(f"| {label} | {kind}, over HTTP | {len(v)} | {ms(v, 50)} | {ms(v, 90)} | {ms(v, 99)} | {s['load']} |")
-    v = runs[next(iter(runs))]["store"]["point"]
-    L.append(f"| - | point, inside the store (no HTTP) | {len(v)} | {percentile(v, 50):.3f} | {percentile(v, 90):.3f} | "
-             f"{percentile(v, 99):.3f} | |")
+    L.append(search_section(runs))
     L.append("\n### Targets (issue 10)\n")
     L.append("| target | checkout | measured | result |")
     L.append("|---|---|---|---|")
@@ -522,12 +529,18 @@ def write_section(text: str) -> None:
     RESULTS.write_text(old.rstrip() + "\n\n" + text if old.strip() else text)
 
 
+#: What --parts can pick.
+PARTS = ("storm", "mix", "load", "search")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="another checkout (e.g. a worktree of main) measured in the same run")
     parser.add_argument("--mix-jobs", type=int, default=8)
     parser.add_argument("--load-seconds", type=float, default=20)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="measure only these parts (printed, not written: the report needs them all)")
     args = parser.parse_args()
     built = B.ensure_job_inputs()
     if built:
@@ -540,41 +553,47 @@ def main() -> None:
     if args.before:
         checkouts = {f"before ({Path(args.before).name})": Path(args.before).resolve(), **checkouts}
     runs: dict[str, dict] = {label: {} for label in checkouts}
-    for label, checkout in checkouts.items():
-        runs[label]["storm"] = storm_job(checkout)
-        print(f"{label} storm: {runs[label]['storm']}", flush=True)
-    files = sorted((OUT / "storm-cache").glob("*.tif"))
-    cutline = B.CACHE / "storm-kenya.geojson"
-    _kenya_cutline(cutline)
-    warp = {"files": len(files), "load": loadavg()}
-    warp["inproc_s"] = gdal_warp_loop(files, cutline, OUT / "warp")
-    warp["proc_s"] = gdalwarp_processes(files, cutline, OUT / "gdalwarp")
-    print(f"gdal warp loops: {warp}", flush=True)
-    for label, r in runs.items():
-        s = r["storm"]
-        worst = (0, 0, 0)
-        for f in sorted(s["outputs"].glob("*.tif")):
-            stem = f.name.removeprefix("storm-global_mosaics_version_1-").removesuffix("-kenya.tif")
-            diff = compare_rasters(f, OUT / "warp" / f"{stem}.tif")
-            worst = max(worst, diff)
-        comparable, s["match"] = verdict(worst)
-        s["match"] = f"worst file: {s['match']}"
-        s["ratio"] = f"{s['seconds'] / warp['inproc_s']:.2f}" if comparable else "outputs differ"
-    for label, checkout in checkouts.items():
-        runs[label]["mix"] = jobs_per_minute(checkout, args.mix_jobs)
-        print(f"{label} mix: {runs[label]['mix']}", flush=True)
-    for label, checkout in checkouts.items():
-        runs[label]["load"] = api_under_load(checkout, args.load_seconds)
-    print(load_section(runs, args), flush=True)
-    for label, checkout in checkouts.items():
-        runs[label]["search"] = idle_search(checkout)
-        runs[label]["store"] = in_store_search()
-        print(f"{label} search p50 point {ms(runs[label]['search']['point'], 50)} ms", flush=True)
-    text = report(runs, warp, args, started, time.perf_counter() - t_all)
-    print("\n" + text)
-    if not args.no_write:
-        write_section(text)
-        print(f"wrote the '{SECTION}' section of {RESULTS.relative_to(ROOT)}")
+    warp: dict = {}
+    if "storm" in args.parts:
+        for label, checkout in checkouts.items():
+            runs[label]["storm"] = storm_job(checkout)
+            print(f"{label} storm: {runs[label]['storm']}", flush=True)
+        files = sorted((OUT / "storm-cache").glob("*.tif"))
+        cutline = B.CACHE / "storm-kenya.geojson"
+        _kenya_cutline(cutline)
+        warp = {"files": len(files), "load": loadavg()}
+        warp["inproc_s"] = gdal_warp_loop(files, cutline, OUT / "warp")
+        warp["proc_s"] = gdalwarp_processes(files, cutline, OUT / "gdalwarp")
+        print(f"gdal warp loops: {warp}", flush=True)
+        for label, r in runs.items():
+            s = r["storm"]
+            worst = (0, 0, 0)
+            for f in sorted(s["outputs"].glob("*.tif")):
+                stem = f.name.removeprefix("storm-global_mosaics_version_1-").removesuffix("-kenya.tif")
+                diff = compare_rasters(f, OUT / "warp" / f"{stem}.tif")
+                worst = max(worst, diff)
+            comparable, s["match"] = verdict(worst)
+            s["match"] = f"worst file: {s['match']}"
+            s["ratio"] = f"{s['seconds'] / warp['inproc_s']:.2f}" if comparable else "outputs differ"
+    if "mix" in args.parts:
+        for label, checkout in checkouts.items():
+            runs[label]["mix"] = jobs_per_minute(checkout, args.mix_jobs)
+            print(f"{label} mix: {runs[label]['mix']}", flush=True)
+    if "load" in args.parts:
+        for label, checkout in checkouts.items():
+            runs[label]["load"] = api_under_load(checkout, args.load_seconds)
+        print(load_section(runs, args), flush=True)
+    if "search" in args.parts:
+        for label, checkout in checkouts.items():
+            runs[label]["search"] = idle_search(checkout)
+            runs[label]["store"] = in_store_search()
+        print(search_section(runs), flush=True)
+    if set(args.parts) == set(PARTS):
+        text = report(runs, warp, args, started, time.perf_counter() - t_all)
+        print("\n" + text)
+        if not args.no_write:
+            write_section(text)
+            print(f"wrote the '{SECTION}' section of {RESULTS.relative_to(ROOT)}")
     shutil.rmtree(OUT, ignore_errors=True)
 
 
