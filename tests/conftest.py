@@ -26,15 +26,35 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def seeded_boundaries_db(tmp_path_factory) -> Path:
-    """Natural Earth countries and states/provinces loaded once; tests get copies."""
-    from backend.boundaries import BoundaryStore
+def seeded_boundaries_db(request) -> Path:
+    """Natural Earth countries and states/provinces, seeded once and kept in pytest's cache folder:
+    `make test` runs the plugin tests in a second pytest process, which reuses it. Its name is a
+    hash of what the seed depends on (the boundary store's code, the world map, fiona, shapely,
+    SQLite).
+    Tests get copies."""
+    import hashlib
+    import sqlite3
+
+    import fiona
+    import shapely
+
+    from backend import boundaries
     from backend.settings import Settings
 
-    path = tmp_path_factory.mktemp("seed") / "boundaries.db"
-    store = BoundaryStore(path)
-    store.seed_natural_earth(Settings().world_map_gpkg)
-    store.close()
+    world_map = Path(Settings().world_map_gpkg)
+    inputs = (f"{world_map.stat().st_size} {world_map.stat().st_mtime_ns} {fiona.__version__} {shapely.__version__}"
+              f" {sqlite3.sqlite_version}")
+    key = hashlib.sha256(Path(boundaries.__file__).read_bytes() + inputs.encode()).hexdigest()[:16]
+    folder = request.config.cache.mkdir("seeded-boundaries")
+    path = folder / f"{key}.db"
+    if not path.exists():
+        for stale in folder.iterdir():  # seeded by other code or inputs
+            stale.unlink()
+        seeding = folder / f"{key}.{os.getpid()}.seeding"
+        store = boundaries.BoundaryStore(seeding)
+        store.seed_natural_earth(world_map)
+        store.close()
+        os.replace(seeding, path)
     return path
 
 
