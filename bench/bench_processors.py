@@ -15,7 +15,7 @@ Brazil from QGIS's world map). Then, in one run on the same inputs, medians over
   processor runs) vs a `gdal.Warp` loop in this process vs one `gdalwarp` process per file.
 * vector, per boundary: `clip_vector_to_gpkg` vs `gdal.VectorTranslate(-spat, -clipsrc)` in this
   process and `ogr2ogr` as a process (outputs compared: same features, same clipped lengths), the
-  `-spat`-only copy, and our own clip with only the spatial filter removed (every feature read).
+  `-spat`-only copy, and our own clip with only the spatial filter removed (every feature a candidate).
 
 Prints markdown tables (medians, ratios, the issue's targets with pass/miss) and writes them to
 bench/results.md (keeping its "Jobs and API" section, written by bench/bench_jobs.py). --quick:

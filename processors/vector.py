@@ -42,7 +42,8 @@ Reusable by every vector dataset processor. The approach:
 * fiona creates the empty output layer (schema, field types and CRS as fiona writes them), then
   features are appended through OGR (GDAL's copy, or the writer's transactions of
   WRITE_BATCH_SIZE): only fids and envelopes of the candidates are held in memory. Output order:
-  per source layer, the features copied whole, then those decided one by one, each in fid order.
+  per source layer, the features written whole, then those decided one by one, each in fid order
+  (in source order for drivers without random reads, such as CSV and GML).
   The GeoPackage gets GDAL's R*Tree spatial index, built in one pass at the end, and no disk sync
   but one. The file is written under a temporary name in the destination folder and moved into
   place with `os.replace`, so `destination` either does not exist or is complete. With no
@@ -260,12 +261,12 @@ def clip_vector_to_gpkg(
                     counts.kept_whole += len(plan.inside)
                 writer.set_source(lyr.GetLayerDefn())
                 dst_ds.StartTransaction()
-                for fid in plan.inside.tolist() if copy_options is None else ():
-                    feature = lyr.GetFeature(fid)
-                    _write_whole(feature, feature.GetGeometryRef(), writer)
-                    progress_.step()
-                for fid in plan.undecided.tolist():
-                    _clip_ogr_feature(lyr.GetFeature(fid), tree, keep_whole, writer)
+                whole = plan.inside if copy_options is None else plan.inside[:0]
+                for feature, inside in _read_features(lyr, whole, plan.undecided, bbox):
+                    if inside:
+                        _write_whole(feature, feature.GetGeometryRef(), writer)
+                    else:
+                        _clip_ogr_feature(feature, tree, keep_whole, writer)
                     progress_.step()
                 dst_ds.CommitTransaction()
             check()
@@ -550,6 +551,28 @@ def _copy_features(src_ds, lyr, fids: np.ndarray, dst_ds, layer_name: str, optio
             progress.step(len(chunk))
     finally:
         lyr.SetAttributeFilter(None)
+
+
+def _read_features(lyr, whole: np.ndarray, undecided: np.ndarray, bbox) -> Iterable[tuple[Any, bool]]:
+    """(feature, True) for the fids `whole` (known to lie inside), (feature, False) for the fids
+    `undecided`: by fid where the driver reads features at random (GeoPackage, shapefile, ...),
+    else in one pass over the candidates (CSV, GML: each GetFeature would read the file again)."""
+    if lyr.TestCapability(ogr.OLCRandomRead):
+        for fid in whole.tolist():
+            yield lyr.GetFeature(fid), True
+        for fid in undecided.tolist():
+            yield lyr.GetFeature(fid), False
+        return
+    inside, tested = set(whole.tolist()), set(undecided.tolist())
+    lyr.SetSpatialFilterRect(*bbox)
+    lyr.ResetReading()
+    try:
+        for feature in iter(lyr.GetNextFeature, None):
+            fid = feature.GetFID()
+            if fid in inside or fid in tested:
+                yield feature, fid in inside
+    finally:
+        lyr.SetSpatialFilter(None)
 
 
 def _layer_bounds(lyr) -> tuple[float, float, float, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import fiona
 import pytest
+from osgeo import gdal, ogr
 from shapely.geometry import LineString, MultiLineString, Point, box, mapping, shape
 from shapely.prepared import prep
 
@@ -150,6 +151,21 @@ def test_real_admin1_polygons_are_written_as_the_per_feature_path_writes_them(tm
     assert (ours.feature_count, ours.kept_whole, ours.clipped, ours.bounds) == (
         reference.feature_count, reference.kept_whole, reference.clipped, reference.bounds)
     assert_same_output(ours.path, reference.path)
+
+
+def test_a_source_without_random_reads_is_read_once_not_once_per_feature(tmp_path, kenya, monkeypatch):
+    gpkg = write_lines(tmp_path / "lines.gpkg", random_lines(kenya, 3000, seed=5))
+    gml = tmp_path / "lines.gml"
+    gdal.VectorTranslate(str(gml), str(gpkg), format="GML")
+    with monkeypatch.context() as patched:  # GML's GetFeature reads the file again on each call
+        patched.setattr(ogr.Layer, "GetFeature", lambda *_: pytest.fail("GetFeature on a GML layer"))
+        ours = clip_vector_to_gpkg(gml, layer="data", boundary=kenya, destination=tmp_path / "ours.gpkg",
+                                   properties_schema=PROPERTIES)  # without GML's gml_id
+    from_gpkg = clip_vector_to_gpkg(gpkg, layer="data", boundary=kenya, destination=tmp_path / "gpkg.gpkg")
+    assert ours.kept_whole > 500 and ours.clipped > 0
+    assert (ours.feature_count, ours.kept_whole, ours.clipped) == (
+        from_gpkg.feature_count, from_gpkg.kept_whole, from_gpkg.clipped)
+    assert_same_output(ours.path, from_gpkg.path)
 
 
 @pytest.mark.parametrize("name", ["Kenya", "Indonesia", "Brazil"])
