@@ -381,8 +381,8 @@ def build_resource(
     sources, citation) plus the standard `hash` (sha256 of the files concatenated in `path[]`
     order, which is what frictionless checks for a multi-file resource, so a flipped byte fails
     `frictionless validate`) and the extension read by the QGIS plugin: `synthetic`,
-    `dimensions` and `files[]` (label, dimension values, the CRS and format read from each file,
-    `empty`)."""
+    `dimensions` and `files[]` (label, dimension values, the CRS, format and, for a compressed
+    raster, codec read from each file, `empty`)."""
     meta = processor.metadata
     license_ = {"name": meta.license.name, "path": meta.license.path, "title": meta.license.title}
     dimensions = {d.name: d for d in output.dimensions}
@@ -398,6 +398,7 @@ def build_resource(
             "dimensions": dict(detail.dimensions),
             "crs": fact.crs,
             "format": fact.format or output.format,
+            **({"compression": fact.compression} if fact.compression else {}),
             "empty": detail.empty or fact.features == 0,
         })
     resource = {

@@ -11,8 +11,8 @@ on the same inputs (bench/build_inputs.py builds them once into bench/cache/):
   the source cache (a first job for Gambia filled it); timed from POST /v1/jobs until its entry is
   in provenance.json and the job reports COMPLETE (polled every 20 ms). Compared with one Python
   process running `gdal.Warp(cutline, crop_to_cutline, COG)` over the same 140 cached files, and
-  with one `gdalwarp` process per file, both with our codec, level, predictor and tiling (COG,
-  DEFLATE level 1, PREDICTOR=YES, 512x512 blocks, overviews AUTO/nearest); the outputs are
+  with one `gdalwarp` process per file, both with our COG creation options for that output size
+  (`processors.raster.cog_options`); the outputs are
   compared pixel by pixel before any ratio is printed.
 * **jobs/min, standard mix**: every processor for each of N small countries, submitted at once
   after a warm-up job that filled the source caches (the offline sample mirror); from the first
@@ -192,21 +192,23 @@ def storm_job(checkout: Path) -> dict:
         server.stop()
 
 
-def gdal_warp_loop(files: list[Path], cutline: Path, out: Path) -> float:
+def gdal_warp_loop(files: list[Path], cutline: Path, out: Path, shape: tuple[int, int]) -> float:
+    """gdal.Warp over `files` with our creation options for outputs of `shape` (height, width)."""
     from osgeo import gdal
 
     gdal.UseExceptions()
     out.mkdir(parents=True, exist_ok=True)
+    options = cog_options(shape[1], shape[0])
     t0 = time.perf_counter()
     for f in files:
         gdal.Warp(str(out / f.name), str(f), format="COG", cutlineDSName=str(cutline), cropToCutline=True,
-                  creationOptions=cog_options(1))  # Kenya on STORM's grid: one tile
+                  creationOptions=options)
     return time.perf_counter() - t0
 
 
-def gdalwarp_processes(files: list[Path], cutline: Path, out: Path) -> float:
+def gdalwarp_processes(files: list[Path], cutline: Path, out: Path, shape: tuple[int, int]) -> float:
     out.mkdir(parents=True, exist_ok=True)
-    co = [a for o in cog_options(1) for a in ("-co", o)]
+    co = [a for o in cog_options(shape[1], shape[0]) for a in ("-co", o)]
     t0 = time.perf_counter()
     for f in files:
         (out / f.name).unlink(missing_ok=True)
@@ -488,9 +490,9 @@ def report(runs: dict[str, dict], warp: dict, args, started: str, elapsed: float
              f"{warp['inproc_s'] / warp['files'] * 1000:.1f} ms | {warp['load']} | 1.00 | |")
     L.append(f"| one gdalwarp process per file (same options) | {warp['proc_s']:.2f} | "
              f"{warp['proc_s'] / warp['files'] * 1000:.1f} ms | {warp['load']} | {warp['proc_s'] / warp['inproc_s']:.2f} | |")
-    L.append("\nOptions on both sides: COG, DEFLATE level 1, PREDICTOR=YES, 512x512 blocks, overviews AUTO "
-             "(nearest), one compression thread (the outputs are one tile). gdalwarp's crop window can start a "
-             "pixel off ours; outputs are compared on the source grid.\n")
+    L.append(f"\nOptions on both sides: COG with ours for this output size ({', '.join(warp['options'])}: one "
+             "tile as large as the output, one compression thread). gdalwarp's crop window can start a pixel off "
+             "ours; outputs are compared on the source grid.\n")
     L.append(f"### Jobs per minute, standard mix (every processor, {args.mix_jobs} small countries at once, sources cached)\n")
     L.append("| checkout | jobs | processors per job | seconds | jobs/min | failures | load avg |")
     L.append("|---|---|---|---|---|---|---|")
@@ -563,9 +565,13 @@ def main() -> None:
         files = sorted((OUT / "storm-cache").glob("*.tif"))
         cutline = B.CACHE / "storm-kenya.geojson"
         _kenya_cutline(cutline)
-        warp = {"files": len(files), "load": loadavg()}
-        warp["inproc_s"] = gdal_warp_loop(files, cutline, OUT / "warp")
-        warp["proc_s"] = gdalwarp_processes(files, cutline, OUT / "gdalwarp")
+        import rasterio
+
+        with rasterio.open(next(runs["after (this checkout)"]["storm"]["outputs"].glob("*.tif"))) as first:
+            shape = first.shape  # every file of the job has this window: the peers get its creation options
+        warp = {"files": len(files), "load": loadavg(), "options": cog_options(shape[1], shape[0])}
+        warp["inproc_s"] = gdal_warp_loop(files, cutline, OUT / "warp", shape)
+        warp["proc_s"] = gdalwarp_processes(files, cutline, OUT / "gdalwarp", shape)
         print(f"gdal warp loops: {warp}", flush=True)
         for label, r in runs.items():
             s = r["storm"]
@@ -577,6 +583,7 @@ def main() -> None:
             comparable, s["match"] = verdict(worst)
             s["match"] = f"worst file: {s['match']}"
             s["ratio"] = f"{s['seconds'] / warp['inproc_s']:.2f}" if comparable else "outputs differ"
+            print(f"{label} storm job / in-process gdal.Warp loop: {s['ratio']} ({s['match']})", flush=True)
     if "mix" in args.parts:
         for label, checkout in checkouts.items():
             runs[label]["mix"] = jobs_per_minute(checkout, args.mix_jobs)

@@ -7,7 +7,7 @@ grid, 120 small global rasters, a 2-million-LineString GeoPackage, the boundarie
 Brazil from QGIS's world map). Then, in one run on the same inputs, medians over --repeat runs:
 
 * raster, per boundary: `clip_raster_to_cog`; `gdal.Warp(cutline, crop_to_cutline)` in this
-  process and `gdalwarp` as a process, both writing the same COG as ours (COG_OPTIONS);
+  process and `gdalwarp` as a process, both writing the same COG as ours (`cog_options`);
   `gdal.Translate -projwin` PACKBITS (the predecessor's bounding-box crop, for bytes) in-process
   and as a process; `read_window_only` (the I/O floor). Ours and gdal.Warp's outputs are compared
   before their ratio is printed. Brazil's peak memory: one clip in a child process (VmHWM).
@@ -19,7 +19,7 @@ Brazil from QGIS's world map). Then, in one run on the same inputs, medians over
 
 Prints markdown tables (medians, ratios, the issue's targets with pass/miss) and writes them to
 bench/results.md (keeping its "Jobs and API" section, written by bench/bench_jobs.py). --quick:
-one repeat, Gambia and Kenya only.
+one repeat, Gambia and Kenya only. --parts raster|multi|vector: only those (printed, not written).
 """
 from __future__ import annotations
 
@@ -86,29 +86,29 @@ def size(path: Path) -> int:
 
 # --------------------------------------------------------------------------- raster
 
-#: Our COG options, given to the GDAL peers too (like with like) ...
-COG_OPTIONS = ["COMPRESS=DEFLATE", "LEVEL=1", "PREDICTOR=YES", "BLOCKSIZE=512", "OVERVIEWS=AUTO",
-               "OVERVIEW_RESAMPLING=NEAREST", "BIGTIFF=IF_SAFER"]
-#: ... with compression threads, as ours, only for outputs of more than one 512x512 tile.
-THREADS = "NUM_THREADS=ALL_CPUS"
 PACKBITS = ["COMPRESS=PACKBITS"]
 
 
-def cog_options(pixels: int) -> list[str]:
-    return COG_OPTIONS + ([THREADS] if pixels > 512 * 512 else [])
+def cog_options(width: int, height: int) -> list[str]:
+    """Our COG creation options for an output of width x height (`processors.raster.cog_options`:
+    codec, level, predictor, tile size, compression threads), given to the GDAL peers: like with
+    like. OVERVIEWS=AUTO computes the levels ours builds before its copy."""
+    from processors.raster import cog_options as ours
+
+    return [f"{k}={v}" for k, v in ours(width, height).items()] + ["OVERVIEWS=AUTO"]
 
 
-def gdal_warp(src: Path, cutline: Path, out: Path, pixels: int) -> None:
+def gdal_warp(src: Path, cutline: Path, out: Path, shape: tuple[int, int]) -> None:
     from osgeo import gdal
 
     gdal.Warp(str(out), str(src), format="COG", cutlineDSName=str(cutline), cropToCutline=True,
-              creationOptions=cog_options(pixels))
+              creationOptions=cog_options(shape[1], shape[0]))
 
 
-def gdalwarp_process(src: Path, cutline: Path, out: Path, pixels: int) -> None:
+def gdalwarp_process(src: Path, cutline: Path, out: Path, shape: tuple[int, int]) -> None:
     out.unlink(missing_ok=True)
     run(["gdalwarp", "-q", "-of", "COG", "-cutline", str(cutline), "-crop_to_cutline",
-         *[a for o in cog_options(pixels) for a in ("-co", o)], str(src), str(out)])
+         *[a for o in cog_options(shape[1], shape[0]) for a in ("-co", o)], str(src), str(out)])
 
 
 def projwin(geom) -> list[float]:
@@ -172,9 +172,8 @@ def raster_bench(name: str, geom, repeat: int) -> dict:
     r["ours_s"], res = timed(lambda: clip_raster_to_cog(src, boundary=geom, destination=fresh(paths["ours"])), repeat)
     r["ours_bytes"] = sum(size(p) for p in res.paths)
     r["shape"] = res.shape
-    pixels = res.shape[0] * res.shape[1]
-    r["warp_s"], _ = timed(lambda: gdal_warp(src, cutline, fresh(paths["warp"]), pixels), repeat)
-    r["gdalwarp_s"], _ = timed(lambda: gdalwarp_process(src, cutline, fresh(paths["gdalwarp"]), pixels), repeat)
+    r["warp_s"], _ = timed(lambda: gdal_warp(src, cutline, fresh(paths["warp"]), res.shape), repeat)
+    r["gdalwarp_s"], _ = timed(lambda: gdalwarp_process(src, cutline, fresh(paths["gdalwarp"]), res.shape), repeat)
     r["translate_s"], _ = timed(lambda: gdal_translate(src, geom, fresh(paths["translate"])), repeat)
     r["gdal_translate_s"], _ = timed(lambda: gdal_translate_process(src, geom, fresh(paths["gdal_translate"])), repeat)
     r["warp_bytes"], r["packbits_bytes"] = size(paths["warp"]), size(paths["translate"])
@@ -257,20 +256,22 @@ def multi_bench(name: str, geom, repeat: int) -> dict:
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
 
+    shape = []
+
     def ours():
         with BoundaryClipper(geom) as clipper:
-            return sum(size(p) for f in files for p in clipper.clip(f, fresh(folders["ours"] / f.name)).paths)
-
-    pixels = 1  # the Kenya window of these files is a single tile
+            results = [clipper.clip(f, fresh(folders["ours"] / f.name)) for f in files]
+        shape[:] = results[0].shape  # all files share a grid: the same window
+        return sum(size(p) for result in results for p in result.paths)
 
     def warp():
         for f in files:
-            gdal_warp(f, cutline, fresh(folders["warp"] / f.name), pixels)
+            gdal_warp(f, cutline, fresh(folders["warp"] / f.name), shape)
         return sum(size(folders["warp"] / f.name) for f in files)
 
     def gdalwarp():
         for f in files:
-            gdalwarp_process(f, cutline, fresh(folders["gdalwarp"] / f.name), pixels)
+            gdalwarp_process(f, cutline, fresh(folders["gdalwarp"] / f.name), shape)
 
     r = {"files": len(files), "boundary": name}
     r["ours_s"], r["ours_bytes"] = timed(ours, repeat)
@@ -399,28 +400,34 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
              f"{gdal} (rasterio {rasterio.__version__} on GDAL {rasterio.__gdal_version__}); shared with other work: "
              f"load average (1, 5, 15 min) {loads[0]} at the start, {loads[1]} at the end; not run under `nice`")
     L.append(f"- command: `.venv/bin/python bench/bench_processors.py --repeat {args.repeat}"
-             f"{' --quick' if args.quick else ''}`; medians of {args.repeat}; ours and every GDAL peer in this "
+             f"{' --quick' if args.quick else ''}{'' if set(args.parts) == set(PARTS) else ' --parts ' + ' '.join(args.parts)}`; medians of {args.repeat}; ours and every GDAL peer in this "
              "process (`gdal.Warp`, `gdal.Translate`, `gdal.VectorTranslate`) and the same peers as whole "
              "processes (`gdalwarp`, `gdal_translate`, `ogr2ogr`), in the same run")
-    L.append("- like with like: the raster peers write the same COG as ours (" + ", ".join(COG_OPTIONS) + ", and "
-             f"{THREADS} for outputs of more than one 512x512 tile, as ours); every side writes to a removed path; "
+    L.append("- like with like: the raster peers write the same COG as ours, with the creation options ours uses "
+             "for the same output size (`processors.raster.cog_options`: " + ", ".join(cog_options(1024, 1024)) +
+             f"; an output smaller than one 512x512 tile is one tile of its own size, BLOCKSIZE=16*ceil(side/16), "
+             "without NUM_THREADS), every side decoding the source in one thread; ours reads only the source "
+             "tiles the polygon touches, the read-only floor "
+             "and gdal.Warp the whole bounding-box window; every side writes to a removed path; "
              "`gdal_translate -projwin` (the predecessor's bounding-box crop, PACKBITS) is there for output bytes; "
              "outputs are compared before a ratio is printed (rasters: same value on every pixel both keep, at "
              "most 0.1 % of pixels kept by one side only on the polygon's edge; vectors: same features, same "
              "clipped lengths)")
     L.append("- inputs (bench/cache/, built by bench/build_inputs.py): 43200x21600 Int16 30\" grid "
              f"({mb(size(B.GLOBAL_TIF))}, tiled 512, DEFLATE, nodata -32768, smooth field + noise); "
-             f"{B.MULTI_COUNT} global 3600x1800 Int16 files; {B.ROADS_COUNT:,} 4-vertex LineStrings on land "
-             f"({mb(size(B.ROADS_GPKG))} GPKG with R*Tree); boundaries from QGIS world_map.gpkg `countries`")
+             f"{B.MULTI_COUNT} global 3600x1800 Int16 files; "
+             + (f"{B.ROADS_COUNT:,} 4-vertex LineStrings on land ({mb(size(B.ROADS_GPKG))} GPKG with R*Tree); "
+                if vect else "") + "boundaries from QGIS world_map.gpkg `countries`")
     L.append(f"- inputs built this run: {', '.join(f'{k} {v:.0f} s' for k, v in built.items()) or 'none (cached)'}; "
              f"bench wall time {elapsed:.0f} s (excluding the build)\n")
 
-    L.append("## Raster: polygon clip of the 30\" grid\n")
-    L.append("| boundary | window (h x w) | read-only floor | ours | gdal.Warp (in-process) | gdalwarp (process) | "
-             "ours / gdal.Warp | ours / floor | outputs, ours vs gdal.Warp | gdal.Translate -projwin PACKBITS "
-             "(in-process / process) | bytes ours / gdal.Warp / PACKBITS |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for n in names:
+    if rast:
+        L.append("## Raster: polygon clip of the 30\" grid\n")
+        L.append("| boundary | window (h x w) | read-only floor | ours | gdal.Warp (in-process) | gdalwarp (process) | "
+                 "ours / gdal.Warp | ours / floor | outputs, ours vs gdal.Warp | gdal.Translate -projwin PACKBITS "
+                 "(in-process / process) | bytes ours / gdal.Warp / PACKBITS |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in rast:
         r = rast[n]
         L.append(f"| {n} | {r['shape'][0]} x {r['shape'][1]} | {r['read_s']:.3f} s | {r['ours_s']:.3f} s | "
                  f"{r['warp_s']:.3f} s | {r['gdalwarp_s']:.3f} s | {ratio(r['ours_s'], r['warp_s'], r['comparable'])} | "
@@ -447,12 +454,13 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
                  f"{ratio(m['ours_s'], m['warp_s'], m['comparable'])} | {m['match']} | "
                  f"{m['ours_bytes'] / 1e3:.0f} kB / {m['warp_bytes'] / 1e3:.0f} kB |")
 
-    L.append(f"\n## Vector: {B.ROADS_COUNT:,} road LineStrings\n")
-    L.append("| boundary | candidates (bbox) | features ours / GDAL | ours | gdal.VectorTranslate -spat -clipsrc "
-             "(in-process) | ogr2ogr (process) | ours / gdal.VectorTranslate | outputs | -spat only, no clip "
-             "(in-process) | ours without the spatial filter | without / with |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for n in names:
+    if vect:
+        L.append(f"\n## Vector: {B.ROADS_COUNT:,} road LineStrings\n")
+        L.append("| boundary | candidates (bbox) | features ours / GDAL | ours | gdal.VectorTranslate -spat -clipsrc "
+                 "(in-process) | ogr2ogr (process) | ours / gdal.VectorTranslate | outputs | -spat only, no clip "
+                 "(in-process) | ours without the spatial filter | without / with |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in vect:
         r = vect[n]
         nofilter = f"{r['nofilter_s']:.3f} s ({r['nofilter_candidates']:,} candidates)" if "nofilter_s" in r else "not run"
         slower = f"{r['nofilter_s'] / r['ours_s']:.0f}x" if "nofilter_s" in r else ""
@@ -470,7 +478,7 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
     def row(target, n, value, ok, comparable=True):
         L.append(f"| {target} | {n} | {value} | {check(ok) if comparable else '**outputs differ: no ratio**'} |")
 
-    for n in names:
+    for n in rast:
         r = rast[n]
         if n == "Kenya":
             v = r["ours_s"] / r["warp_s"]
@@ -483,7 +491,7 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
         d = (m["peak"] - m["base"]) / m["window_bytes"]
         row(f"peak memory <= 1.5x uncompressed window, whole process (GDAL_CACHEMAX {cm or 'default'})", n,
             f"{v:.2f}x ({d:.2f}x above the imports)", v <= 1.5)
-    for n in names:
+    for n in vect:
         r = vect[n]
         v = r["ours_s"] / r["translate_s"]
         if n == "Kenya":
@@ -491,14 +499,14 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
         if n == "Brazil":
             row("vector clip <= 0.03x in-process gdal.VectorTranslate -clipsrc", n, f"{v:.3f}x", v <= 0.03, r["comparable"])
     L.append("\n## Where the time goes (measured in this run)\n")
-    for n in names:
+    for n in rast:
         r = rast[n]
         L.append(f"- raster {n}: of one instrumented clip, {r['strips_s']:.3f} s went to the masked strips (read + "
                  f"mask + temporary tiled GTiff; the read-only floor alone is {r['read_s']:.3f} s) and "
-                 f"{r['cog_s']:.3f} s to the COG copy (DEFLATE level 1 + predictor of the full resolution and of the "
+                 f"{r['cog_s']:.3f} s to the COG copy (ZSTD level 1 + predictor of the full resolution and of the "
                  "overviews, built beforehand in the uncompressed temporary file and timed in neither); windows that "
                  "fit in one strip are masked in memory and count in neither.")
-    for n in names:
+    for n in vect:
         r = vect[n]
         L.append(f"- vector {n}: GDAL copies the {r['candidates']:,} bbox candidates without clipping in "
                  f"{r['spat_s']:.3f} s, so of its {r['translate_s']:.3f} s, "
@@ -512,6 +520,10 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
     return "\n".join(L) + "\n"
 
 
+#: What --parts can pick: raster clips of the grid (with Brazil's memory), the multi-file loop, vector clips.
+PARTS = ("raster", "multi", "vector")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -519,13 +531,17 @@ def main() -> None:
     parser.add_argument("--no-filter", action=argparse.BooleanOptionalAction, default=True,
                         help="also time our vector clip with the spatial filter removed")
     parser.add_argument("--no-write", action="store_true", help="print only, do not write bench/results.md")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="measure only these parts (then print only: bench/results.md needs them all)")
     args = parser.parse_args()
+    if set(args.parts) != set(PARTS):
+        args.no_write = True
     if args.quick:
         args.repeat = 1
     names = ["Gambia", "Kenya"] if args.quick else list(B.BOUNDARY_NAMES)
 
     t_build = time.perf_counter()
-    built = B.ensure_inputs()
+    built = B.ensure_inputs(roads="vector" in args.parts)
     if built:
         print(f"inputs built in {time.perf_counter() - t_build:.1f} s", flush=True)
     t0 = time.perf_counter()
@@ -538,18 +554,19 @@ def main() -> None:
     from processors.raster import clip_raster_to_cog
     clip_raster_to_cog(B.GLOBAL_TIF, boundary=geoms["Gambia"], destination=OUT / "warm-up.tif")  # warm process
 
-    rast, vect, mem = {}, {}, {}
-    for n in names:
+    rast, vect, mem, multi = {}, {}, {}, {}
+    for n in names if "raster" in args.parts else ():
         rast[n] = raster_bench(n, geoms[n], args.repeat)
         print(f"raster {n}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rast[n].items()}),
               flush=True)
-    if "Brazil" in names:
+    if "Brazil" in rast:
         for cm in (None, "64MB"):
             mem[("Brazil", cm)] = memory_bench("Brazil", cm)
             print(f"memory Brazil GDAL_CACHEMAX={cm}: {mem[('Brazil', cm)]}", flush=True)
-    multi = multi_bench("Kenya", geoms["Kenya"], args.repeat)
-    print(f"multi-file Kenya: {multi}", flush=True)
-    for n in names:
+    if "multi" in args.parts:
+        multi = multi_bench("Kenya", geoms["Kenya"], args.repeat)
+        print(f"multi-file Kenya: {multi}", flush=True)
+    for n in names if "vector" in args.parts else ():
         vect[n] = vector_bench(n, geoms[n], args.repeat, args.no_filter)
         print(f"vector {n}: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in vect[n].items()}),
               flush=True)

@@ -273,8 +273,8 @@ def load_boundaries(names=BOUNDARY_NAMES) -> dict:
     return {n: shape(json.loads(boundary_path(n).read_text())["features"][0]["geometry"]) for n in names}
 
 
-def ensure_inputs(names=BOUNDARY_NAMES) -> dict[str, float]:
-    """Build what is missing; return {input: seconds} for what was built now."""
+def ensure_inputs(names=BOUNDARY_NAMES, *, roads: bool = True) -> dict[str, float]:
+    """Build what is missing (the roads only with `roads`); return {input: seconds} for what was built now."""
     CACHE.mkdir(parents=True, exist_ok=True)
     built: dict[str, float] = {}
     if not all(boundary_path(n).exists() for n in names):
@@ -287,7 +287,7 @@ def ensure_inputs(names=BOUNDARY_NAMES) -> dict[str, float]:
         log(f"building {MULTI_COUNT} rasters of 3600x1800 in {MULTI_DIR.name}/ ...")
         built["multi-file rasters"] = build_multi()
         log(f"built in {built['multi-file rasters']:.1f} s")
-    if not ROADS_GPKG.exists():
+    if roads and not ROADS_GPKG.exists():
         log(f"building {ROADS_GPKG.name} ({ROADS_COUNT:,} LineStrings) ...")
         built["roads gpkg"] = build_roads()
         log(f"built in {built['roads gpkg']:.1f} s")

@@ -1,6 +1,7 @@
 """Where the time and memory of the processor clips go (the reasons behind bench/results.md).
 
     .venv/bin/python bench/diagnose_processors.py raster Kenya|Brazil   # phases of clip_raster_to_cog
+    .venv/bin/python bench/diagnose_processors.py files Kenya           # per file of 140 STORM stand-ins
     .venv/bin/python bench/diagnose_processors.py memory Brazil         # RSS per phase (set GDAL_CACHEMAX)
     .venv/bin/python bench/diagnose_processors.py vector Kenya|Brazil   # cProfile of clip_vector_to_gpkg
 
@@ -31,10 +32,17 @@ def rss() -> int:
 
 
 def raster(name: str, repeat: int = 3) -> None:
+    """Seconds per phase of `clip_raster_to_cog` (medians of `repeat` clips): reading (decoding
+    only the tiles the polygon touches, `_read_masked`), the polygon mask, the temporary tiled
+    GTiff of a window larger than a strip (with the reading and masking in it), the COG written
+    from memory (small windows, overviews included) or copied from the temporary GTiff; 'other' is
+    mostly the overviews built in the temporary GTiff."""
     geom = B.load_boundaries([name])[name]
-    phases: dict[str, list[float]] = {"strips (read+mask+write tmp GTiff)": [], "COG copy (DEFLATE+overviews)": [],
-                                      "geometry_mask": [], "src.read": []}
-    orig_write, orig_copy, orig_mask = R._write_strips, R.rasterio.shutil.copy, R.geometry_mask
+    top = {"strips (read+mask+write tmp GTiff)": "_write_strips", "COG from memory (MEM + overviews + ZSTD)": "_cog_from_memory"}
+    inner = {"read (only the touched tiles)": "_read_masked", "geometry_mask": "geometry_mask"}
+    phases: dict[str, list[float]] = {k: [] for k in [*top, "COG copy (ZSTD, overviews as built)", *inner]}
+    originals = {attr: getattr(R, attr) for attr in [*top.values(), *inner.values()]}
+    original_copy = R.rasterio.shutil.copy
 
     def acc(key, fn):
         def wrapper(*a, **k):
@@ -45,30 +53,66 @@ def raster(name: str, repeat: int = 3) -> None:
                 phases[key][-1] += time.perf_counter() - t
         return wrapper
 
-    R._write_strips = acc("strips (read+mask+write tmp GTiff)", orig_write)
-    R.rasterio.shutil.copy = acc("COG copy (DEFLATE+overviews)", orig_copy)
-    R.geometry_mask = acc("geometry_mask", orig_mask)
+    for key, attr in [*top.items(), *inner.items()]:
+        setattr(R, attr, acc(key, originals[attr]))
+    R.rasterio.shutil.copy = acc("COG copy (ZSTD, overviews as built)", original_copy)
     OUT.mkdir(parents=True, exist_ok=True)
     for v in phases.values():
         v.append(0.0)
     R.clip_raster_to_cog(B.GLOBAL_TIF, boundary=geom, destination=OUT / "warm.tif")
     for v in phases.values():
         v.clear()
-    totals, floors = [], []
+    totals, floors, others = [], [], []
     for _ in range(repeat):
         for v in phases.values():
             v.append(0.0)
         t = time.perf_counter()
         R.clip_raster_to_cog(B.GLOBAL_TIF, boundary=geom, destination=OUT / f"{name}.tif")
         totals.append(time.perf_counter() - t)
+        others.append(totals[-1] - sum(phases[k][-1] for k in [*top, "COG copy (ZSTD, overviews as built)"]))
         t = time.perf_counter()
         R.read_window_only(B.GLOBAL_TIF, geom)
         floors.append(time.perf_counter() - t)
+    for attr, fn in originals.items():
+        setattr(R, attr, fn)
+    R.rasterio.shutil.copy = original_copy
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    print(f"{name}: total {med(totals):.3f} s, read-only floor {med(floors):.3f} s")
+    print(f"{name}: total {med(totals):.3f} s, read-only floor {med(floors):.3f} s (the whole window, same decoding threads)")
     for k, v in phases.items():
-        if k != "src.read":
-            print(f"  {k}: {med(v):.3f} s")
+        print(f"  {'  ' if k in inner else ''}{k}: {med(v):.3f} s")
+    print(f"  other (overviews in the temporary GTiff, opening, renaming): {med(others):.3f} s")
+
+
+def files(name: str) -> None:
+    """Per-file cost of a multi-file dataset (bench_jobs.py's 140 STORM stand-ins, as a catalogue
+    processor clips them after the first file) and a cProfile of one pass in one thread."""
+    import concurrent.futures
+
+    from shapely.geometry import shape
+
+    from backend.boundaries import BoundaryStore
+
+    store = BoundaryStore(B.BOUNDARIES_DB)
+    geom = shape(store.get(name.lower())["geometry"])
+    store.close()
+    sources = B.storm_files()
+    out = OUT / "files"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(workers: int) -> float:
+        t = time.perf_counter()
+        with R.BoundaryClipper(geom) as clipper, concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda f: clipper.clip(f, out / f.name), sources))
+        return time.perf_counter() - t
+
+    run(1)
+    for workers in (1, 2):
+        print(f"{len(sources)} files, {workers} clip thread(s): {run(workers) / len(sources) * 1000:.1f} ms per file")
+    prof = cProfile.Profile()
+    prof.enable()
+    run(1)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
 def memory(name: str) -> None:
@@ -130,4 +174,4 @@ def vector(name: str) -> None:
 
 
 if __name__ == "__main__":
-    {"raster": raster, "memory": memory, "vector": vector}[sys.argv[1]](sys.argv[2])
+    {"raster": raster, "files": files, "memory": memory, "vector": vector}[sys.argv[1]](sys.argv[2])

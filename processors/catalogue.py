@@ -9,10 +9,11 @@ URL of a GeoTIFF or of an archive, plus the GeoTIFF's name inside the archive) t
    (declared sizes/hashes; GDAL must open it and read its first and last blocks), archives
    extracted once, safely and within `max_extract_bytes`/`max_extract_ratio`; members are found
    by path or by name anywhere in the extracted tree (ISIMIP's zip nests them in a folder). After
-   the first file, the next few are prefetched by a small thread pool while the current one is
-   clipped, so a dataset of hundreds of files is not a series of round trips; downloads report
-   their progress into the file's share of the job's percent.
+   the first file, the next few are prefetched by a small thread pool while others are clipped,
+   so a dataset of hundreds of files is not a series of round trips; the first file's download
+   reports its progress into the file's share of the job's percent.
 2. clips the GeoTIFF to the boundary polygon with one `BoundaryClipper` for all files (window read, polygon mask,
+   the first file alone, then `parallel_clips` files at once in threads, one per core),
    source CRS and grid kept, COG) into `context.output_dir/<name>-<version>[-<part>]-<boundary>.tif`
    (`part` is the source's stem for multi-file datasets, none for single-file ones; boundaries
    across the antimeridian or with far-apart parts get `-east`/`-west`/`-part<k>` outputs from the
@@ -30,12 +31,14 @@ dataset share a grid, so when the boundary misses the first file, the others (th
 `grid` of their own) get the same empty output without being fetched. A source that cannot be
 fetched raises `SourceUnavailable` naming the URL (and the mirror location when a mirror is used).
 
-Progress: percent = files done / total files, and the step names the file.
+Progress: percent = files done / total files, and the step names the file. Cancellation is
+polled by the main thread at least every 0.25 s; the clip threads stop at their next strip or file.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -49,7 +52,7 @@ from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, Sourc
 from processors.estimate import DEFAULT_COMPRESSION_RATIO, RasterGrid, estimate_raster_sources, estimate_vector
 from processors.fetch import DEFAULT_MAX_RATIO
 from processors.outputs import SYNTHETIC_TAG
-from processors.raster import BoundaryClipper, RasterClipResult, write_nodata_cog
+from processors.raster import DEFAULT_COMPRESSION, BoundaryClipper, RasterClipResult, write_nodata_cog
 from processors.samples import synthetic_note
 from processors.sources import SourceUnreadable, check_raster, check_vector
 from processors.vector import VectorClipResult, clip_vector_into_output
@@ -147,10 +150,13 @@ class RasterCatalogueProcessor(Processor):
     #: Axes the files vary along (each source's `dimensions` gives its values); () for one file.
     dimensions: ClassVar[tuple[Dimension, ...]] = ()
     expected_crs: ClassVar[str | None] = None
-    compress: ClassVar[str] = "DEFLATE"
+    compress: ClassVar[str] = DEFAULT_COMPRESSION
     max_extract_bytes: ClassVar[int] = 20 * 1024**3
     max_extract_ratio: ClassVar[float] = DEFAULT_MAX_RATIO
     prefetch: ClassVar[int] = 4
+    #: Files clipped at once, in threads: one per core. A clip is CPU-bound, but GDAL and rasterio
+    #: release the GIL while they decode, mask and compress, so one dataset uses every core.
+    parallel_clips: ClassVar[int] = len(os.sched_getaffinity(0))
     output_format: ClassVar[str] = "GeoTIFF"
     #: The real dataset's grid (for estimates before the source is downloaded).
     grid: ClassVar[RasterGrid | None] = None
@@ -184,62 +190,69 @@ class RasterCatalogueProcessor(Processor):
             context.check_cancelled()
 
         def check_in_thread() -> None:
-            # Prefetch threads only watch `stop`: the context's cancel check may not be
+            # Prefetch and clip threads only watch `stop`: the context's cancel check may not be
             # thread-safe (the backend's reads the queue's storage); the main thread polls it.
             if stop.is_set():
                 raise Cancelled("stopped")
 
-        def wait(future: concurrent.futures.Future) -> Path:
+        def wait(future: concurrent.futures.Future):
             while True:
                 try:
                     return future.result(timeout=0.25)
                 except concurrent.futures.TimeoutError:
                     check()
 
-        pool: concurrent.futures.ThreadPoolExecutor | None = None
-        futures: dict[str, concurrent.futures.Future] = {}
-        files: list[str] = []
-        details: list[OutputFile] = []
-        written: list[Path] = []
-        empty_template: Path | None = None  # the first source's GeoTIFF when the boundary misses the dataset
+        prefetch: concurrent.futures.ThreadPoolExecutor | None = None
+        clips: concurrent.futures.ThreadPoolExecutor | None = None
+
+        def shut_down() -> None:
+            for pool in (clips, prefetch):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+
+        downloads: dict[str, concurrent.futures.Future] = {}
+        pending: list[concurrent.futures.Future] = []
+        results: list[RasterClipResult] = []  # in source order
         # One clipper for every file: the boundary's work per grid is done once for the dataset.
         clipper = BoundaryClipper(geometry, compress=self.compress)
         try:
             clipper.__enter__()
-            for i, src in enumerate(sources):
-                span = (100.0 * i / total, 100.0 * (i + 0.5) / total)
-                filename = self.output_filename(boundary, "tif", part=src.part)
-                if empty_template is not None and src.grid is None:
-                    # Same grid as the first file, which the boundary misses: no need to fetch it.
-                    result = write_nodata_cog(empty_template, boundary=geometry, destination=output_dir / filename,
-                                              tags=self._tags(src, context))
-                else:
-                    context.progress(span[0], f"{i + 1}/{total}: fetching {src.filename}")
-                    if src.url in futures:
-                        wait(futures.pop(src.url))
-                    tif, result = self._clip_healing(src, context, clipper, output_dir / filename, span, check)
-                    if i == 0 and not result.outputs[0].inside_pixels:
-                        empty_template = tif
-                written.extend(result.paths)
-                files.extend(p.name for p in result.paths)
-                details.extend(self._detail(src, out) for out in result.outputs)
-                if i == 0 and total > 1 and self.prefetch > 0 and empty_template is None:
-                    # The first file showed that the boundary overlaps the data: from here on,
-                    # download ahead while clipping.
-                    pool = concurrent.futures.ThreadPoolExecutor(self.prefetch, thread_name_prefix="prefetch")
+            # The first file alone, with its download's progress: it tells whether the boundary
+            # overlaps the data at all, and works out the grid's plan and mask for the others.
+            first = sources[0]
+            context.progress(0, f"1/{total}: fetching {first.filename}")
+            tif, result = self._clip_healing(first, context, clipper, output_dir / self._filename(boundary, first),
+                                             (0.0, 50.0 / total), check)
+            results.append(result)
+            # The boundary misses the dataset: the others on this grid get the same empty output unfetched.
+            empty_template = tif if not result.outputs[0].inside_pixels else None
+            if total > 1:
+                if self.prefetch > 0 and empty_template is None:
+                    # download ahead while clipping
+                    prefetch = concurrent.futures.ThreadPoolExecutor(self.prefetch, thread_name_prefix="prefetch")
                     for later in sources[1:]:
-                        if later.url not in futures and later.url != src.url:
-                            futures[later.url] = pool.submit(self._obtain, later, context, None, check_in_thread)
+                        if later.url not in downloads and later.url != first.url:
+                            downloads[later.url] = prefetch.submit(self._obtain, later, context, None, check_in_thread)
+                clips = concurrent.futures.ThreadPoolExecutor(self.parallel_clips, thread_name_prefix="clip")
+                pending = [clips.submit(self._clip_in_thread, src, context, clipper, output_dir / self._filename(boundary, src),
+                                        empty_template, downloads.get(src.url), check_in_thread)
+                           for src in sources[1:]]
+                for i, future in enumerate(pending, 2):
+                    results.append(wait(future))
+                    context.progress(100.0 * i / total, f"{i}/{total}: clipped {sources[i - 1].filename}")
         except BaseException:
             stop.set()
-            for path in written:
+            shut_down()  # no thread writes after this
+            done = [f.result() for f in pending if f.done() and not f.cancelled() and f.exception() is None]
+            for path in {p for r in results + done for p in r.paths}:
                 path.unlink(missing_ok=True)
             raise
         finally:
+            shut_down()
             clipper.__exit__(None, None, None)
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
 
+        files = [p.name for r in results for p in r.paths]
+        details = [self._detail(src, out) for src, r in zip(sources, results) for out in r.outputs]
         context.progress(100, f"clipped {total} source file{'s' if total > 1 else ''}")
         parts = list(dict.fromkeys(d.dimensions[PART] for d in details if PART in d.dimensions))
         empty = sum(d.empty for d in details)
@@ -259,6 +272,21 @@ class RasterCatalogueProcessor(Processor):
             synthetic=context.sources.synthetic,
         )
 
+    def _filename(self, boundary: Boundary, src: RasterSource) -> str:
+        return self.output_filename(boundary, "tif", part=src.part)
+
+    def _clip_in_thread(self, src: RasterSource, context: ProcessorContext, clipper: BoundaryClipper,
+                        destination: Path, empty_template: Path | None, download: concurrent.futures.Future | None,
+                        check) -> RasterClipResult:
+        """One file after the first, in a clip thread (no progress reports: the main thread makes them)."""
+        if empty_template is not None and src.grid is None:
+            # Same grid as the first file, which the boundary misses: no need to fetch it.
+            return write_nodata_cog(empty_template, boundary=clipper.boundary, destination=destination,
+                                    tags=self._tags(src, context), compress=self.compress)
+        if download is not None:
+            download.result()  # its failure is this file's
+        return self._clip_healing(src, context, clipper, destination, None, check)[1]
+
     def _obtain(self, src: RasterSource, context: ProcessorContext, span, check) -> Path:
         """The verified GeoTIFF of `src` from the source cache (fetched, extracted as needed)."""
         if src.is_archive:
@@ -277,21 +305,24 @@ class RasterCatalogueProcessor(Processor):
                       destination: Path, span, check) -> tuple[Path, RasterClipResult]:
         """The source GeoTIFF and `src` clipped (an all-nodata raster when no pixel of it lies in
         the boundary); a source that passed its checks but fails while being read is discarded
-        from the cache and fetched again, once (then the failure is reported)."""
+        from the cache and fetched again, once (then the failure is reported). `span`: the
+        file's share of the job's percent, or None for no progress reports (in a thread)."""
         for attempt in (1, 2):
             tif = self._obtain(src, context, span, check)
             tags = self._tags(src, context)
-            context.progress(span[1], f"clipping {src.filename}")
+            if span is not None:
+                context.progress(span[1], f"clipping {src.filename}")
             try:
                 try:
                     return tif, clipper.clip(tif, destination, expected_crs=self.expected_crs, tags=tags,
-                                             check_cancelled=context.check_cancelled)
+                                             check_cancelled=check)
                 except NoDataForBoundary:
-                    return tif, write_nodata_cog(tif, boundary=clipper.boundary, destination=destination, tags=tags)
+                    return tif, write_nodata_cog(tif, boundary=clipper.boundary, destination=destination, tags=tags,
+                                                 compress=self.compress)
             except SourceCorrupt as exc:  # the CRS, checked on the dataset the clipper opened
                 raise SourceCorrupt(f"{exc} (from {src.url})") from exc
             except (RasterioIOError, SourceUnavailable) as exc:
-                context.sources.discard(src.url)
+                context.sources.discard(src.url, check_cancelled=check)
                 if attempt == 2:
                     raise SourceUnreadable(f"{src.filename} from {src.url} cannot be read even after fetching it "
                                            f"again: {exc}") from exc

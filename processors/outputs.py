@@ -1,4 +1,4 @@
-"""Facts read back from written output files: format, CRS, emptiness, synthetic marker.
+"""Facts read back from written output files: format, CRS, codec, emptiness, synthetic marker.
 
 The package records what the files *are*, not what a processor believes they are: every file's
 CRS in datapackage.json is read from the file itself with GDAL (so a dataset mixing EPSG:4326
@@ -24,6 +24,7 @@ class FileFacts:
     crs: str | None  # "EPSG:4326", "ESRI:54009", ... (WKT when no authority matches), None without one
     synthetic: bool  # carries the SYNTHETIC marker
     features: int | None  # vector files: features over all layers; None for rasters
+    compression: str | None = None  # rasters: GDAL's name of the codec ("ZSTD", "DEFLATE"), None when uncompressed
 
 
 def crs_name(srs: osr.SpatialReference | None) -> str | None:
@@ -53,7 +54,8 @@ def file_facts(path: Path) -> FileFacts:
     try:
         synthetic = bool(ds.GetMetadataItem(SYNTHETIC_TAG))
         if ds.RasterCount:
-            return FileFacts(ds.GetDriver().ShortName, crs_name(ds.GetSpatialRef()), synthetic, None)
+            return FileFacts(ds.GetDriver().ShortName, crs_name(ds.GetSpatialRef()), synthetic, None,
+                             ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE"))
         crs, features = None, 0
         for i in range(ds.GetLayerCount()):
             layer = ds.GetLayer(i)

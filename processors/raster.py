@@ -39,15 +39,22 @@ Reusable by every raster dataset processor. The approach:
   their windows cover less than CLUSTER_FILL of the single window). A cluster crossing the
   antimeridian is split as above (`-part2-east`).
 * **Output.** The masked strips go into a temporary tiled GTiff next to the destination, which
-  GDAL's `COG` driver (GDAL >= 3.1) copies into a Cloud-Optimised GeoTIFF: 512x512 tiles,
-  DEFLATE or ZSTD (level 1 unless `level` is given) with a predictor (PREDICTOR=YES:
+  GDAL's `COG` driver (GDAL >= 3.1) copies into a Cloud-Optimised GeoTIFF: 512x512 tiles (an
+  output smaller than that is one tile just large enough to hold it, see `block_size`),
+  ZSTD (the default) or DEFLATE, level 1 unless `level` is given, with a predictor (PREDICTOR=YES:
   horizontal differencing, 2, for integers, floating-point, 3, for floats), internal overviews down to one tile (`overview_resampling`,
   "nearest" by default so that classes stay classes; GDAL ignores nodata when averaging; built
   in the uncompressed temporary file, the levels OVERVIEWS=AUTO would choose, and copied with
   OVERVIEWS=FORCE_USE_EXISTING so they are compressed once),
   BIGTIFF when needed. The COG is written under a temporary name and moved into place with
   `os.replace`: a destination either does not exist or is complete; on an error or
-  cancellation, no output of the call is left behind.
+  cancellation, no output of the call is left behind. `cog_options` gives these creation
+  options, so that a benchmark can give GDAL's own tools exactly the same.
+* **One decoding thread.** GDAL 3.6 can decode the tiles of one read in parallel (the NUM_THREADS
+  open option), but then a damaged tile reads as garbage without an error (seen on a DEFLATE
+  tile overwritten with random bytes; one thread raises), and a damaged cached source must be
+  found and fetched again (tests/test_source_cache.py): sources are decoded in the reading
+  thread (threads read Brazil's window about 12 % faster).
 * **Memory.** The clipper itself holds one strip (`strip_bytes`, 16 MiB by default) plus its
   mask. GDAL's process-wide block cache (GDAL_CACHEMAX, 5 % of RAM by default) would also keep
   decoded source blocks and written blocks that are never used again: while a clip runs, the cache
@@ -102,14 +109,18 @@ CancelCheck = Callable[[], None]
 TILE_SIZE = 512
 #: Upper bound of the pixel data read per strip (all bands), in bytes.
 DEFAULT_STRIP_BYTES = 16 * 1024 * 1024
-COMPRESSIONS = ("DEFLATE", "ZSTD")
+COMPRESSIONS = ("ZSTD", "DEFLATE")
+#: ZSTD, not DEFLATE: on Brazil's 5364x4681 Int16 window (2 threads) the COG copy took 0.12 s with
+#: ZSTD level 1 and 0.48 s with DEFLATE level 1, for a file 9 % larger (12.6 vs 11.6 MB, 0.25x the
+#: bounding-box PACKBITS crop). GDAL >= 2.3 (QGIS's GDAL on every platform) reads it.
+DEFAULT_COMPRESSION = "ZSTD"
 #: GDAL block cache (process-wide) allowed while a clip runs; see `_bounded_block_cache`.
 CLIP_CACHE_BYTES = 4 * 1024 * 1024
 #: Pixel masks a `BoundaryClipper` keeps for the next file on the same grid (one byte a pixel).
 MASK_CACHE_BYTES = 32 * 1024 * 1024
-#: Compression level when none is given. Level 1 instead of GDAL's 6: on Brazil's 5364x4681 Int16
-#: window DEFLATE 1 gave a file 1.6 % larger than level 3 (11.56 vs 11.38 MB, still 0.23x the
-#: PACKBITS crop) for a COG copy about 25 % faster.
+#: Compression level when none is given. Level 1: on Brazil's window ZSTD 2 gave a file 6 % smaller
+#: than ZSTD 1 for a COG copy twice as long (DEFLATE 1 instead of GDAL's 6: 1.6 % larger than
+#: level 3 for a copy about 25 % faster).
 DEFAULT_LEVEL = {"DEFLATE": 1, "ZSTD": 1}
 EPSG_4326 = CRS.from_epsg(4326)
 
@@ -265,7 +276,7 @@ def clip_raster_to_cog(
     *,
     boundary,
     destination: Path,
-    compress: str = "DEFLATE",
+    compress: str = DEFAULT_COMPRESSION,
     level: int | None = None,
     band_indexes: list[int] | None = None,
     overview_resampling: str = "nearest",
@@ -327,7 +338,7 @@ class BoundaryClipper:
         self,
         boundary,
         *,
-        compress: str = "DEFLATE",
+        compress: str = DEFAULT_COMPRESSION,
         level: int | None = None,
         overview_resampling: str = "nearest",
         strip_bytes: int = DEFAULT_STRIP_BYTES,
@@ -484,9 +495,7 @@ class BoundaryClipper:
                 outside = self._mask(plan, side_index, side, window, src.window_transform(window), all_touched)
                 inside = outside.size - int(np.count_nonzero(outside))
                 if inside:
-                    masked = src.read(indexes, window=window)
-                    if inside < outside.size:
-                        np.copyto(masked, np.array(nodata, dtype=dtype), where=outside[np.newaxis, :, :])
+                    masked = _read_masked(src, indexes, window, outside, np.array(nodata, dtype=dtype))
             else:
                 inside = _write_strips(
                     src, side.geom, window, strips_tmp, indexes, dtype, nodata, all_touched,
@@ -499,22 +508,12 @@ class BoundaryClipper:
             check()
             report(80.0, f"writing the Cloud-Optimised GeoTIFF ({width}x{height})")
             levels = _overview_levels(width, height)
-            options = dict(
-                COMPRESS=self.compress,
-                LEVEL=str(self.level),
-                PREDICTOR="YES",
-                BLOCKSIZE=str(TILE_SIZE),
-                OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
-                # Overviews are built in the uncompressed temporary file or in memory (fast), then
-                # copied as they are: the COG driver would otherwise compute them into a compressed
-                # temporary file and decompress and recompress them again.
-                OVERVIEWS="FORCE_USE_EXISTING" if levels else "NONE",
-                BIGTIFF="IF_SAFER",
-            )
-            if width * height > TILE_SIZE * TILE_SIZE:
-                # compression threads only pay with several tiles: for one tile, starting them
-                # took longer than compressing (a 120x100 output: 28 -> 13 ms per COG copy)
-                options["NUM_THREADS"] = str(self.threads)
+            options = cog_options(width, height, compress=self.compress, level=self.level, threads=self.threads,
+                                  overview_resampling=self.overview_resampling)
+            # Overviews are built in the uncompressed temporary file or in memory (fast), then
+            # copied as they are: the COG driver would otherwise compute them into a compressed
+            # temporary file and decompress and recompress them again.
+            options["OVERVIEWS"] = "FORCE_USE_EXISTING" if levels else "NONE"
             if masked is not None:
                 _cog_from_memory(masked, src, indexes, win_transform, nodata, tags, levels,
                                  self.overview_resampling, cog_tmp, options)
@@ -633,6 +632,35 @@ def _strips(window: Window, src, bands: int, strip_bytes: int, strip_rows: int |
 # --------------------------------------------------------------------------- clipping
 
 
+def block_size(width: int, height: int) -> int:
+    """The COG's tile side: TILE_SIZE, or for an output that fits in one tile, the smallest
+    multiple of 16 (TIFF's rule for tiles) that holds it. A 105x84 clip is then one 112x112 tile
+    instead of a 512x512 tile that is 97 % padding, whose compression was most of the time of a
+    small clip (the COG copy of one STORM file for Kenya: 15 -> 2.5 ms)."""
+    side = max(width, height)
+    return TILE_SIZE if side >= TILE_SIZE else -(-side // 16) * 16
+
+
+def cog_options(width: int, height: int, *, compress: str = DEFAULT_COMPRESSION, level: int | None = None,
+                threads: int | str = "ALL_CPUS", overview_resampling: str = "nearest") -> dict[str, str]:
+    """The COG driver's creation options of an output of `width` x `height` pixels (overviews:
+    OVERVIEWS=AUTO's levels, see `_overview_levels`). Benchmarks give GDAL's tools the same."""
+    compress = compress.upper()
+    options = dict(
+        COMPRESS=compress,
+        LEVEL=str(level if level is not None else DEFAULT_LEVEL[compress]),
+        PREDICTOR="YES",
+        BLOCKSIZE=str(block_size(width, height)),
+        OVERVIEW_RESAMPLING=overview_resampling.upper(),
+        BIGTIFF="IF_SAFER",
+    )
+    if width * height > TILE_SIZE * TILE_SIZE:
+        # compression threads only pay with several tiles: for one tile, starting them
+        # took longer than compressing (a 120x100 output: 28 -> 13 ms per COG copy)
+        options["NUM_THREADS"] = str(threads)
+    return options
+
+
 def _overview_levels(width: int, height: int) -> list[int]:
     """The overview factors of the COG driver's OVERVIEWS=AUTO: halve until one tile holds it."""
     levels, factor = [], 1
@@ -668,6 +696,35 @@ def _cog_from_memory(data: np.ndarray, src, indexes, transform: Affine, nodata, 
     if cog is None:
         raise ProcessorError(f"cannot write {path}: {gdal.GetLastErrorMsg()}")
     cog = mem = None  # closes (and flushes) both
+
+
+def _read_masked(src, indexes, window: Window, outside: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """The pixels of `window`, those `outside` the polygon set to `fill`. Source blocks (tiles)
+    with no pixel inside are not read at all: the polygon of a country leaves many tiles of its
+    bounding box untouched (Brazil: 65 of the 132 tiles of its window, Kenya: 5 of 12), and decoding them was the
+    larger part of a clip's reading. Blocks are read in runs of neighbouring tiles, rows of
+    blocks at least TILE_SIZE high (a file of one-row strips is read in bands of TILE_SIZE rows)."""
+    rows, cols = outside.shape
+    data = np.empty((len(indexes), rows, cols), dtype=fill.dtype)
+    block_h, block_w = src.block_shapes[0]
+    block_h *= max(1, TILE_SIZE // block_h)
+    row0, col0 = int(window.row_off), int(window.col_off)
+    # window-relative first row/column of each source block the window meets
+    row_edges = [0] + list(range(-(row0 % block_h) + block_h, rows, block_h))
+    col_edges = [0] + list(range(-(col0 % block_w) + block_w, cols, block_w))
+    needed = ~np.logical_and.reduceat(np.logical_and.reduceat(outside, row_edges, axis=0), col_edges, axis=1)
+    row_ends, col_ends = row_edges[1:] + [rows], col_edges[1:] + [cols]
+    for i, (top, bottom) in enumerate(zip(row_edges, row_ends)):
+        # runs of neighbouring needed blocks: one read each (GDAL decodes their tiles in parallel)
+        flags = np.concatenate(([False], needed[i], [False]))
+        starts, stops = np.flatnonzero(flags[1:] & ~flags[:-1]), np.flatnonzero(~flags[1:] & flags[:-1])
+        for a, b in zip(starts, stops):
+            left, right = col_edges[a], col_ends[b - 1]
+            src.read(indexes, window=Window(col0 + left, row0 + top, right - left, bottom - top),
+                     out=data[:, top:bottom, left:right])
+    # np.copyto with where= is several times faster than boolean-index assignment
+    np.copyto(data, fill, where=outside[np.newaxis, :, :])
+    return data
 
 
 def _write_strips(
@@ -710,13 +767,7 @@ def _write_strips(
                 all_touched=all_touched, invert=False,
             )
             n = outside.size - int(np.count_nonzero(outside))
-            if n:
-                data = src.read(indexes, window=strip)
-                if n < outside.size:
-                    # np.copyto with where= is several times faster than boolean-index assignment
-                    np.copyto(data, fill, where=outside[np.newaxis, :, :])
-            else:
-                data = np.full((len(indexes), rows, width), nodata, dtype=dtype)
+            data = _read_masked(src, indexes, strip, outside, fill)
             inside_total += n
             dst.write(data, window=Window(0, strip.row_off - window.row_off, width, rows))
             now = time.monotonic()
@@ -788,7 +839,8 @@ def _remove_raster(path: Path) -> None:
 EMPTY_MAX_SIDE = 1024
 
 
-def write_nodata_cog(template: Path, *, boundary, destination: Path, tags: dict[str, str] | None = None) -> RasterClipResult:
+def write_nodata_cog(template: Path, *, boundary, destination: Path, tags: dict[str, str] | None = None,
+                     compress: str = DEFAULT_COMPRESSION) -> RasterClipResult:
     """What a boundary with no pixel of a dataset gets: an all-nodata COG on `template`'s grid
     (its CRS, alignment, data type, bands and nodata value) over the boundary's bounding box (its
     larger side when split at the antimeridian), so the package still holds a layer, in the right
@@ -817,7 +869,8 @@ def write_nodata_cog(template: Path, *, boundary, destination: Path, tags: dict[
             if tags:
                 dst.update_tags(**tags)
             dst.write(np.full((count, height, width), nodata, dtype=dtype))
-        rasterio.shutil.copy(str(plain), str(cog), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=TILE_SIZE, OVERVIEWS="NONE")
+        rasterio.shutil.copy(str(plain), str(cog), driver="COG", **cog_options(width, height, compress=compress),
+                             OVERVIEWS="NONE")
         os.replace(cog, destination)
     finally:
         for tmp in (plain, cog):

@@ -10,6 +10,8 @@ the EPSG:4326 polygon with shapely (after transforming them back from Mollweide 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import threading
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from processors.catalogue import RasterCatalogueProcessor
 from processors.errors import SourceCorrupt, SourceUnavailable
 from processors.fetch import mirror_url
 from processors.outputs import file_facts
+from processors.raster import BoundaryClipper
 from processors.registry import ProcessorRegistry
 from sources import MOLLWEIDE_X, MOLLWEIDE_Y, OriginServer  # tests/ is on sys.path
 
@@ -349,6 +352,38 @@ def test_boundary_outside_the_data_is_an_empty_result_after_one_fetch(tmp_path):
             assert ((ds.transform.c - 100.0) / 5.0) % 1 == pytest.approx(0)  # on the source grid
             assert box(*ds.bounds).contains(POLYGON)
             assert (ds.read(1) == NODATA).all()
+
+
+def test_files_after_the_first_are_clipped_two_at_a_time_into_the_same_files(tmp_path, monkeypatch):
+    """One dataset uses both cores: two clip threads work at once (the first two clips in threads
+    wait at a barrier that only two simultaneous clips pass; one thread would time out and fail
+    the run), and every output is byte for byte the one a single thread writes."""
+    root = tmp_path / "mirror"
+    build_mirror(root, FewStorm)
+    monkeypatch.setattr(FewStorm, "parallel_clips", 1)
+    with OriginServer(root) as server:
+        alone, _ = make_context(tmp_path, server.url, run="alone")
+        one_thread = FewStorm().generate(BOUNDARY, alone)
+
+        together, threads, calls = threading.Barrier(2, timeout=60), set(), itertools.count()
+        clip = BoundaryClipper.clip
+
+        def clip_meeting_another(self, *args, **kwargs):
+            if threading.current_thread() is not threading.main_thread() and next(calls) < 2:
+                together.wait()
+                threads.add(threading.current_thread().name)
+            return clip(self, *args, **kwargs)
+
+        monkeypatch.setattr(BoundaryClipper, "clip", clip_meeting_another)
+        monkeypatch.setattr(FewStorm, "parallel_clips", 2)
+        both, reports = make_context(tmp_path, server.url, run="both")
+        two_threads = FewStorm().generate(BOUNDARY, both)
+    assert len(threads) == 2
+    assert two_threads.files == one_thread.files and len(one_thread.files) == len(FewStorm.sources)
+    for name in one_thread.files:
+        assert (both.output_dir / name).read_bytes() == (alone.output_dir / name).read_bytes(), name
+    percents = [p for p, _ in reports]
+    assert percents == sorted(percents) and percents[-1] == 100
 
 
 def test_cancel_mid_run_leaves_no_output(tmp_path):

@@ -20,6 +20,7 @@ from processors.builtin.gridfinder import Gridfinder
 from processors.builtin.wri_powerplants import SOURCE_SHA1, WriPowerplants
 from processors.errors import SourceCorrupt
 from processors.fetch import mirror_url
+from processors.outputs import file_facts
 from processors.registry import ProcessorRegistry
 from sources import OriginServer
 from test_catalogue import BOUNDARY, POLYGON, build_mirror, check_pixels, make_context
@@ -87,6 +88,8 @@ def test_gridfinder_lines_kept_whole_and_rasters_clipped(tmp_path):
     assert reports[-1][0] == 100
     check_pixels(made["lv"], ctx.output_dir / out.files[2])
     check_pixels(made["targets"], ctx.output_dir / out.files[1])
+    # the codec the package states per file: the rasters' own, none for the GeoPackage
+    assert [file_facts(ctx.output_dir / f).compression for f in out.files] == [None, "ZSTD", "ZSTD"]
     with fiona.open(ctx.output_dir / out.files[0]) as src:
         assert src.crs.to_epsg() == 4326
         assert list(src.schema["properties"]) == ["source"]

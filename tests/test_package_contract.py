@@ -77,7 +77,7 @@ def test_a_flipped_byte_in_a_single_file_resource_fails_validation(tmp_path):
     assert [e[0] for e in _errors(folder)] == ["hash-count"]
 
 
-def test_files_describe_each_path_with_label_dimensions_crs_and_format(storm_package):
+def test_files_describe_each_path_with_label_dimensions_crs_format_and_codec(storm_package):
     folder, resource = storm_package
     assert [f["path"] for f in resource["files"]] == resource["path"]
     assert [d["name"] for d in resource["dimensions"]] == ["model", "return_period"]
@@ -89,6 +89,7 @@ def test_files_describe_each_path_with_label_dimensions_crs_and_format(storm_pac
     assert hadgem["label"] == "100-year return period — HadGEM3-GC31-HM, 2050 RCP8.5"
     assert {f["crs"] for f in resource["files"]} == {"EPSG:4326"} and "crs" not in resource
     assert {f["format"] for f in resource["files"]} == {"GTiff"}
+    assert {f["compression"] for f in resource["files"]} == {"ZSTD"}  # the codec, read back from each file
     assert not any(f["empty"] for f in resource["files"])
     assert resource["synthetic"] is False
     package = json.loads((folder / "datapackage.json").read_text())

@@ -16,6 +16,7 @@ from rasterio.warp import transform as transform_points
 from shapely import vectorized
 from shapely.geometry import MultiPolygon, Polygon, box
 
+from processors import raster
 from processors.errors import Cancelled, NoDataForBoundary, SourceCorrupt, SourceUnavailable
 from processors.raster import (
     BoundaryClipper,
@@ -127,6 +128,26 @@ def test_output_is_a_cloud_optimised_geotiff(tmp_path, compress):
     with rasterio.open(int_result.paths[0]) as out:
         assert out.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2"
         assert out.overviews(1)
+
+
+def test_an_output_smaller_than_a_tile_is_one_tile_that_holds_it_with_the_same_pixels(tmp_path, monkeypatch):
+    """The one-tile write path: a window smaller than 512x512 becomes one tile of its own size
+    (a multiple of 16), ZSTD by default; its pixels and georeferencing are those of the padded
+    512x512 DEFLATE tile written before."""
+    source = synthetic_raster(tmp_path / "src.tif", dtype="float32", nodata=None)
+    small = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "small.tif")
+    monkeypatch.setattr(raster, "block_size", lambda width, height: raster.TILE_SIZE)
+    padded = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "padded.tif", compress="DEFLATE")
+    height, width = small.shape
+    side = -(-max(width, height) // 16) * 16
+    assert max(width, height) < side + 16 <= 512
+    with rasterio.open(small.paths[0]) as a, rasterio.open(padded.paths[0]) as b:
+        assert a.block_shapes[0] == (side, side) and b.block_shapes[0] == (512, 512)
+        assert a.compression.name.upper() == "ZSTD" and b.compression.name.upper() == "DEFLATE"
+        assert a.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and not a.overviews(1)
+        assert (a.transform, a.crs, a.shape, a.nodata is None or math.isnan(a.nodata)) == (b.transform, b.crs, b.shape, True)
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert small.paths[0].stat().st_size < padded.paths[0].stat().st_size
 
 
 def test_only_the_bounding_box_window_is_written(tmp_path):

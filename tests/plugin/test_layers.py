@@ -205,3 +205,31 @@ def test_processing_toolbox_run_loads_520_files_without_freezing(plugin, served,
     assert gap < GAP_LIMIT_S, f"the GUI froze for {gap * 1000:.0f} ms"
     check_structure(group())
     assert "SYNTHETIC" in feedback.textLog()
+
+
+def test_qgis_reads_the_zstd_cogs_the_clipper_writes(tmp_path):
+    """The rasters of a package are ZSTD COGs (processors/raster.py): QGIS's GDAL provider opens
+    one and reads the same values as GDAL, at full resolution and at every overview level."""
+    from qgis.core import QgsRasterLayer
+    from shapely.geometry import box
+
+    from processors.raster import clip_raster_to_cog
+    from tests.sources import synthetic_raster
+
+    source = synthetic_raster(tmp_path / "src.tif", dtype="float32", nodata=-9999)
+    result = clip_raster_to_cog(source, boundary=box(-150.1, -60.1, 50.1, 60.1), destination=tmp_path / "clip.tif")
+    path = result.paths[0]
+    cog = gdal.Open(str(path))
+    assert cog.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") == "ZSTD" and cog.GetRasterBand(1).GetOverviewCount()
+    layer = QgsRasterLayer(str(path), "clip", "gdal")
+    assert layer.isValid(), layer.error().summary()
+    provider = layer.dataProvider()
+    assert (layer.width(), layer.height()) == (cog.RasterXSize, cog.RasterYSize)
+    block = provider.block(1, layer.extent(), layer.width(), layer.height())
+    got = np.frombuffer(bytes(block.data()), dtype="float32").reshape(layer.height(), layer.width())
+    np.testing.assert_array_equal(got, cog.GetRasterBand(1).ReadAsArray())
+    for level in range(cog.GetRasterBand(1).GetOverviewCount()):  # what QGIS draws zoomed out
+        overview = cog.GetRasterBand(1).GetOverview(level)
+        coarse = provider.block(1, layer.extent(), overview.XSize, overview.YSize)
+        got = np.frombuffer(bytes(coarse.data()), dtype="float32").reshape(overview.YSize, overview.XSize)
+        np.testing.assert_array_equal(got, overview.ReadAsArray())
