@@ -468,6 +468,10 @@ def _write_record(destination: Path, url: str, hashes: dict, *, location: str, f
         "mtime_ns": destination.stat().st_mtime_ns,
         "fetched": fetched or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    _save_record(destination, record)
+
+
+def _save_record(destination: Path, record: dict) -> None:
     tmp = _record_path(destination).with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, _record_path(destination))
@@ -480,6 +484,32 @@ def source_record(destination: Path) -> dict | None:
         return json.loads(_record_path(Path(destination)).read_text())
     except (OSError, ValueError):
         return None
+
+
+def mark_checked(destination: Path, checked_stat: os.stat_result, **facts) -> None:
+    """Note in `destination`'s fetch record that the file, as `checked_stat` found it (size and
+    modification time, taken before the checks), passed its user's content checks, and what
+    they found (`facts`, e.g. synthetic=True). Under the file's lock, and only while the record
+    still describes that file (not a copy fetched since)."""
+    with file_lock(destination.with_name(destination.name + ".lock")):
+        record = source_record(destination)
+        if record is None or (record.get("size"), record.get("mtime_ns")) != (checked_stat.st_size, checked_stat.st_mtime_ns):
+            return
+        record["checked"] = {"size": checked_stat.st_size, "mtime_ns": checked_stat.st_mtime_ns, **facts}
+        _save_record(destination, record)
+
+
+def checked_facts(destination: Path) -> dict | None:
+    """What `mark_checked` noted, while `destination` is still the file that was checked (same
+    size and modification time); None otherwise (never checked, fetched again, modified)."""
+    checked = (source_record(destination) or {}).get("checked")
+    try:
+        stat_ = destination.stat()
+    except OSError:
+        return None
+    if not checked or (checked.get("size"), checked.get("mtime_ns")) != (stat_.st_size, stat_.st_mtime_ns):
+        return None
+    return {k: v for k, v in checked.items() if k not in ("size", "mtime_ns")}
 
 
 def discard(destination: Path) -> None:

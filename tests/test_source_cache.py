@@ -147,6 +147,23 @@ def test_a_cached_geotiff_overwritten_with_random_bytes_is_fetched_again(tmp_pat
     assert cached.read_bytes() == origin_file(origin, STORM_URL).read_bytes()
 
 
+def test_content_checks_run_once_per_copy_of_a_cached_file(tmp_path, origin, monkeypatch):
+    """GDAL opens a cached GeoTIFF to check it once per copy, not at every use: the result is
+    kept in its fetch record until the file is modified (or fetched again)."""
+    import processors.catalogue as catalogue
+
+    checked, check_raster = [], catalogue.check_raster
+    monkeypatch.setattr(catalogue, "check_raster", lambda path: (checked.append(path), check_raster(path))[-1])
+    _, ctx, _ = run(OneStorm, tmp_path, origin, "first")
+    cached = ctx.sources.path(STORM_URL)
+    run(OneStorm, tmp_path, origin, "second")
+    assert checked == [cached]
+    st = cached.stat()
+    os.utime(cached, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: same bytes, checked again
+    out, _, _ = run(OneStorm, tmp_path, origin, "third")
+    assert checked == [cached, cached] and out.files and origin.requests[url_path(STORM_URL)] == 1
+
+
 def test_a_damaged_tile_found_while_clipping_is_fetched_again_in_the_same_run(tmp_path, origin):
     """Same size, same modification time, first and last blocks intact: only reading the
     window finds it; the source is discarded, fetched again and the clip succeeds."""
