@@ -6,7 +6,8 @@ URL of a GeoTIFF or of an archive, plus the GeoTIFF's name inside the archive) t
 
 1. gets the GeoTIFF from the source cache (`context.sources`, `processors.sources`): fetched
    once into the cache shared by every worker and run (or from the configured mirror), verified
-   (declared sizes/hashes; GDAL must open it and read its first and last blocks), archives
+   (declared sizes/hashes; GDAL must open it and read its first and last blocks, once per copy
+   of the file), archives
    extracted once, safely and within `max_extract_bytes`/`max_extract_ratio`; members are found
    by path or by name anywhere in the extracted tree (ISIMIP's zip nests them in a folder). After
    the first file, the next few are prefetched by a small thread pool while others are clipped,
@@ -195,7 +196,7 @@ class RasterCatalogueProcessor(Processor):
             if stop.is_set():
                 raise Cancelled("stopped")
 
-        def wait(future: concurrent.futures.Future):
+        def wait(future: concurrent.futures.Future) -> RasterClipResult:
             while True:
                 try:
                     return future.result(timeout=0.25)
