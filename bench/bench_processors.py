@@ -405,7 +405,7 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
              "processes (`gdalwarp`, `gdal_translate`, `ogr2ogr`), in the same run")
     L.append("- like with like: the raster peers write the same COG as ours, with the creation options ours uses "
              "for the same output size (`processors.raster.cog_options`: " + ", ".join(cog_options(1024, 1024)) +
-             f"; an output smaller than one 512x512 tile is one tile of its own size, BLOCKSIZE=16*ceil(side/16), "
+             f"; an output smaller than one 512x512 tile is one tile of its own size, BLOCKSIZE=max(128, 16*ceil(side/16)), "
              "without NUM_THREADS), every side decoding the source in one thread; ours reads only the source "
              "tiles the polygon touches, the read-only floor "
              "and gdal.Warp the whole bounding-box window; every side writes to a removed path; "

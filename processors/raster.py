@@ -697,13 +697,17 @@ def _strips(window: Window, src, bands: int, strip_bytes: int, strip_rows: int |
 # --------------------------------------------------------------------------- clipping
 
 
+#: The COG driver's smallest BLOCKSIZE (it warns below).
+MIN_TILE_SIZE = 128
+
+
 def block_size(width: int, height: int) -> int:
     """The COG's tile side: TILE_SIZE, or for an output that fits in one tile, the smallest
-    multiple of 16 (TIFF's rule for tiles) that holds it. A 105x84 clip is then one 112x112 tile
-    instead of a 512x512 tile that is 97 % padding, whose compression was most of the time of a
-    small clip (the COG copy of one STORM file for Kenya: 15 -> 2.5 ms)."""
+    multiple of 16 (TIFF's rule for tiles) that holds it, at least MIN_TILE_SIZE. A 105x84 clip
+    is then one 128x128 tile instead of a 512x512 tile that is 97 % padding, whose compression
+    was most of the time of a small clip (the COG copy of one STORM file for Kenya: 15 -> 2.5 ms)."""
     side = max(width, height)
-    return TILE_SIZE if side >= TILE_SIZE else -(-side // 16) * 16
+    return TILE_SIZE if side >= TILE_SIZE else max(MIN_TILE_SIZE, -(-side // 16) * 16)
 
 
 def cog_options(width: int, height: int, *, compress: str = DEFAULT_COMPRESSION, level: int | None = None,

@@ -6,6 +6,7 @@ Mollweide sources), and its value is compared with the source pixel at the same 
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -130,17 +131,22 @@ def test_output_is_a_cloud_optimised_geotiff(tmp_path, compress):
         assert out.overviews(1)
 
 
-def test_an_output_smaller_than_a_tile_is_one_tile_that_holds_it_with_the_same_pixels(tmp_path, monkeypatch):
+def test_an_output_smaller_than_a_tile_is_one_tile_that_holds_it_with_the_same_pixels(tmp_path, monkeypatch, caplog):
     """The one-tile write path: a window smaller than 512x512 becomes one tile of its own size
-    (a multiple of 16), ZSTD by default; its pixels and georeferencing are those of the padded
-    512x512 DEFLATE tile written before."""
+    (a multiple of 16, at least the COG driver's 128), ZSTD by default; its pixels and
+    georeferencing are those of the padded 512x512 DEFLATE tile written before."""
     source = synthetic_raster(tmp_path / "src.tif", dtype="float32", nodata=None)
-    small = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "small.tif")
+    with caplog.at_level(logging.WARNING):  # GDAL's messages reach rasterio's log while a clipper runs
+        small = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "small.tif")
+        tiny = clip_raster_to_cog(source, boundary=box(-100.1, 10.1, -98.1, 12.1), destination=tmp_path / "tiny.tif")
+    assert not caplog.records  # e.g. the COG driver's "unexpected value for BLOCKSIZE" below 128
+    with rasterio.open(tiny.paths[0]) as t:
+        assert max(t.shape) < 16 and t.block_shapes[0] == (128, 128)
     monkeypatch.setattr(raster, "block_size", lambda width, height: raster.TILE_SIZE)
     padded = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "padded.tif", compress="DEFLATE")
     height, width = small.shape
-    side = -(-max(width, height) // 16) * 16
-    assert max(width, height) < side + 16 <= 512
+    side = max(128, -(-max(width, height) // 16) * 16)
+    assert 128 < max(width, height) < side + 16 <= 512
     with rasterio.open(small.paths[0]) as a, rasterio.open(padded.paths[0]) as b:
         assert a.block_shapes[0] == (side, side) and b.block_shapes[0] == (512, 512)
         assert a.compression.name.upper() == "ZSTD" and b.compression.name.upper() == "DEFLATE"
