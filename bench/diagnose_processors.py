@@ -36,7 +36,7 @@ def raster(name: str, repeat: int = 3) -> None:
     only the tiles the polygon touches, `_read_masked`), the polygon mask, the temporary tiled
     GTiff of a window larger than a strip (with the reading and masking in it), the COG written
     from memory (small windows, overviews included) or copied from the temporary GTiff; 'other' is
-    mostly the overviews built in the temporary GTiff."""
+    mostly the overviews built in the temporary GTiff (large windows) or the read and mask (small)."""
     geom = B.load_boundaries([name])[name]
     top = {"strips (read+mask+write tmp GTiff)": "_write_strips", "COG from memory (MEM + overviews + ZSTD)": "_cog_from_memory"}
     inner = {"read (only the touched tiles)": "_read_masked", "geometry_mask": "geometry_mask"}
@@ -77,10 +77,11 @@ def raster(name: str, repeat: int = 3) -> None:
         setattr(R, attr, fn)
     R.rasterio.shutil.copy = original_copy
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    print(f"{name}: total {med(totals):.3f} s, read-only floor {med(floors):.3f} s (the whole window, same decoding threads)")
+    print(f"{name}: total {med(totals):.3f} s, read-only floor {med(floors):.3f} s (the whole window)")
     for k, v in phases.items():
         print(f"  {'  ' if k in inner else ''}{k}: {med(v):.3f} s")
-    print(f"  other (overviews in the temporary GTiff, opening, renaming): {med(others):.3f} s")
+    print(f"  other (opening, the overviews in the temporary GTiff, renaming; a window in one strip: its read and mask): "
+          f"{med(others):.3f} s")
 
 
 def files(name: str) -> None:
