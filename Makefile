@@ -61,13 +61,13 @@ qgis: install plugin-dev-install
 
 # The plugin tests need pytest-qgis (a QGIS application per process); the rest run without it.
 test: install
-	$(PY) -m pytest -q --ignore=tests/plugin --ignore=tests/reliability/soak
+	$(PY) -m pytest -q --ignore=tests/plugin
 	@if [ -d tests/plugin ]; then $(PY) -m pytest -q -o addopts=-ra tests/plugin; fi
 
-# The long variants of tests/reliability: more fuzzing, 30 jobs over 10 boundaries on SQLite and
-# Redis (tests/reliability/soak), figures printed (liveness, timings).
+# The long variants of tests/reliability: more fuzzing, 20 identical submissions, 30 jobs over 10
+# boundaries on SQLite and Redis, figures printed (liveness, timings).
 soak: install
-	CCGAUTOPKG_FUZZ_EXAMPLES=300 $(PY) -m pytest -q -s -o addopts="-p no:qgis -rA" tests/reliability
+	CCGAUTOPKG_FUZZ_EXAMPLES=300 CCGAUTOPKG_SOAK_IDENTICAL=20 CCGAUTOPKG_SOAK_JOBS=30 $(PY) -m pytest -q -s -o addopts="-p no:qgis -rA" tests/reliability
 
 bench: install
 	$(PY) bench/bench_boundaries.py
