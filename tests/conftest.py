@@ -195,11 +195,17 @@ def processor_states(status: dict) -> dict[str, str]:
     return {p["processor_name"]: p["job_status"] for p in status["job_group_processors"]}
 
 
+def seeded_data_dir(data_dir: Path, seeded_boundaries_db: Path) -> Path:
+    """`data_dir`, made, holding a copy of the seeded boundaries."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(seeded_boundaries_db, data_dir / "boundaries.db")
+    return data_dir
+
+
 def isolated_env(data_dir: Path, seeded_boundaries_db: Path) -> dict[str, str]:
     """Environment of a backend in its own data folder (a copy of the seeded boundaries), with
     the test processors and none of the caller's CCGAUTOPKG_ settings."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(seeded_boundaries_db, data_dir / "boundaries.db")
+    seeded_data_dir(data_dir, seeded_boundaries_db)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCGAUTOPKG_")}
     env.update(
         CCGAUTOPKG_DATA_DIR=str(data_dir),
@@ -210,11 +216,11 @@ def isolated_env(data_dir: Path, seeded_boundaries_db: Path) -> dict[str, str]:
     return env
 
 
-def module_backend(tmp_path_factory, seeded_boundaries_db: Path, name: str) -> Backend:
-    """A running `autopkg serve` shared by one test module (the caller stops it)."""
+def module_backend(tmp_path_factory, seeded_boundaries_db: Path, name: str, *, workers: int = 2) -> Backend:
+    """A running `autopkg serve` shared by one test module (the caller stops it); `workers=0`: API only."""
     data_dir = tmp_path_factory.mktemp(name) / "data"
     backend = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
-    backend.serve()
+    backend.serve(workers=workers)
     return backend
 
 

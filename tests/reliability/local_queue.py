@@ -1,7 +1,6 @@
 """An in-process job queue over real folders, SpatiaLite and Huey (immediate mode)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from huey import MemoryHuey
@@ -11,6 +10,7 @@ from backend.jobs import JobQueue
 from backend.packages import PackageStore
 from backend.settings import Settings
 from processors.registry import ProcessorRegistry
+from tests.conftest import seeded_data_dir
 
 TEST = "test_processor.version_1"
 ADMIN1 = "natural_earth_admin1.version_1"
@@ -18,9 +18,7 @@ RASTER = "natural_earth_raster.version_1"
 
 
 def make_queue(data_dir: Path, seeded_boundaries_db: Path, **settings) -> JobQueue:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(seeded_boundaries_db, data_dir / "boundaries.db")
-    config = Settings(data_dir=data_dir, test_processor_seconds=0.0, heartbeat_timeout=1.0, **settings)
+    config = Settings(data_dir=seeded_data_dir(data_dir, seeded_boundaries_db), test_processor_seconds=0.0, heartbeat_timeout=1.0, **settings)
     return JobQueue(
         settings=config,
         boundaries=BoundaryStore(config.boundaries_db),

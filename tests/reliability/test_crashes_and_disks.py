@@ -21,7 +21,7 @@ from backend.jobs import JobQueue
 from backend.packages import PackageStore
 from backend.settings import Settings
 from processors.registry import ProcessorRegistry
-from tests.conftest import processor_states
+from tests.conftest import processor_states, seeded_data_dir
 from tests.reliability.local_queue import ADMIN1, RASTER, TEST, files_under, states
 
 
@@ -107,9 +107,7 @@ def _run_and_die(data_dir: Path, where: tuple[str, str, str], processors: list[s
 
 def killed_job(tmp_path: Path, seeded_boundaries_db: Path, mirror: str, point: str, processor: str) -> tuple[Path, str]:
     """(data folder, job id) of a job whose worker was killed (SIGKILL) at `point`."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    data_dir = seeded_data_dir(tmp_path / "data", seeded_boundaries_db)
     job_file = tmp_path / "job_id"
     child = multiprocessing.get_context("fork").Process(
         target=_run_and_die, args=(data_dir, KILL_POINTS[point], [processor], job_file, mirror))
@@ -188,9 +186,7 @@ def fill(folder: Path) -> Path:
 @needs_root
 @pytest.mark.parametrize("which", ["package root", "processing folder"])
 def test_a_full_disk_fails_the_job_naming_the_folder_and_loses_nothing(tmp_path, seeded_boundaries_db, which):
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    data_dir = seeded_data_dir(tmp_path / "data", seeded_boundaries_db)
     queue = durable_queue(data_dir)
     first = queue.submit(boundary_name="gambia", processors=[TEST])  # a package to keep intact
     assert states(queue, first) == {TEST: "SUCCESS"}
@@ -219,9 +215,7 @@ def test_a_full_disk_fails_the_job_naming_the_folder_and_loses_nothing(tmp_path,
 @needs_root
 @pytest.mark.parametrize("which", ["package root", "processing folder"])
 def test_a_read_only_root_fails_the_job_naming_it_and_completes_once_writable(tmp_path, seeded_boundaries_db, which):
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    data_dir = seeded_data_dir(tmp_path / "data", seeded_boundaries_db)
     queue = durable_queue(data_dir)
     mount = queue.packages.root if which == "package root" else queue.settings.localfs_processing_backend_root
     with small_disk(mount):
@@ -256,9 +250,7 @@ def test_kill_9_of_the_api_with_queued_jobs_then_restart(backend):
 
 
 def test_a_worker_start_removes_empty_part_files_and_keeps_resumable_ones(tmp_path, seeded_boundaries_db):
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    (data_dir / "boundaries.db").write_bytes(seeded_boundaries_db.read_bytes())
+    data_dir = seeded_data_dir(tmp_path / "data", seeded_boundaries_db)
     queue = durable_queue(data_dir)
     cache = queue.settings.localfs_processing_backend_root / "storm" / "version_1" / "source_data"
     cache.mkdir(parents=True)

@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.conftest import Backend, isolated_env
+from tests.conftest import module_backend
 
 # Examples per operation: bounded for `make test` (about 25 s); `make soak` raises it.
 EXAMPLES = int(os.environ.get("CCGAUTOPKG_FUZZ_EXAMPLES", "10"))
@@ -16,9 +16,7 @@ EXAMPLES = int(os.environ.get("CCGAUTOPKG_FUZZ_EXAMPLES", "10"))
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory, seeded_boundaries_db):
-    data_dir = tmp_path_factory.mktemp("fuzz") / "data"
-    backend = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
-    backend.serve(workers=0)
+    backend = module_backend(tmp_path_factory, seeded_boundaries_db, "fuzz", workers=0)
     yield backend
     backend.stop()
 

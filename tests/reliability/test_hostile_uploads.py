@@ -16,7 +16,7 @@ from backend.boundaries import BoundaryStore
 from backend.bounded import BudgetExceeded, run_bounded
 from backend.errors import InvalidBoundary, PayloadTooLarge
 from backend.settings import Settings
-from tests.conftest import Backend, isolated_env
+from tests.conftest import Backend, module_backend
 from tests.reliability.probes import LivenessProbe, densified_country, overlapping_triangles
 
 # Liveness answers in a few ms when the event loop is free; an upload that blocked it (as before)
@@ -29,9 +29,7 @@ LIVENESS_MAX_MS = 1000
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, seeded_boundaries_db):
     """An API-only `autopkg serve` (no workers: uploads do not need them)."""
-    data_dir = tmp_path_factory.mktemp("uploads") / "data"
-    backend = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
-    backend.serve(workers=0)
+    backend = module_backend(tmp_path_factory, seeded_boundaries_db, "uploads", workers=0)
     yield backend
     backend.stop()
 
