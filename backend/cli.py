@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ipaddress
 import logging
@@ -9,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from backend.settings import Settings
 
@@ -42,13 +43,33 @@ def _consumer(service, workers: int):
 SERVE_WORKER_NICENESS = 19
 
 
+#: The signals that stop `serve` and `worker`.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while this process forks; one that arrived is delivered on leaving.
+
+    Python runs a signal that arrives during fork() in its after-fork hooks (logging's lock
+    release), where a KeyboardInterrupt is dropped ("Exception ignored"): the stop was lost and
+    `serve` ran on. A forked child starts with them held: it releases them itself."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _start_worker_process(workers: int, verbose: bool) -> subprocess.Popen:
     """`autopkg worker` as a child process of `serve` (a fresh interpreter: nothing of the API
-    process is inherited), lowered in priority and stopped with its parent (PR_SET_PDEATHSIG)."""
+    process is inherited), lowered in priority and stopped with its parent (PR_SET_PDEATHSIG).
+    Call it with the stop signals held (`_stop_signals_held`)."""
 
     def lower_priority_and_die_with_parent() -> None:  # in the child, before exec
         os.nice(SERVE_WORKER_NICENESS)
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held by `serve` while it forked
 
     command = [sys.executable, "-m", "backend.cli", *(["--verbose"] if verbose else []), "worker", "--workers", str(workers)]
     return subprocess.Popen(command, preexec_fn=lower_priority_and_die_with_parent)
@@ -99,11 +120,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.seed_boundaries and service.boundaries.count() == 0:
         report = service.boundaries.seed_natural_earth(settings.world_map_gpkg)
         log.info("seeded boundaries from %s: %d loaded, %d skipped", settings.world_map_gpkg, report.loaded, report.skipped)
-    worker = _start_worker_process(settings.workers, args.verbose) if settings.workers > 0 else None
-    base = f"http://{settings.host}:{settings.port}"
-    print(f"CCG AutoPackaging {base}\n  API:      {base}/v1/processors\n  ReDoc:    {base}/redoc\n"
-          f"  Packages: {base}/packages/\n  Data dir: {settings.data_dir}\n  Workers:  {settings.workers}", flush=True)
+    worker = None
     try:
+        if settings.workers > 0:
+            with _stop_signals_held():  # a stop while forking interrupts here, once `worker` is set
+                worker = _start_worker_process(settings.workers, args.verbose)
+        base = f"http://{settings.host}:{settings.port}"
+        print(f"CCG AutoPackaging {base}\n  API:      {base}/v1/processors\n  ReDoc:    {base}/redoc\n"
+              f"  Packages: {base}/packages/\n  Data dir: {settings.data_dir}\n  Workers:  {settings.workers}", flush=True)
         # httptools and uvloop when installed (uvicorn's "auto"); no access log unless asked: a
         # line per request costs about a quarter of a millisecond, and clients poll.
         uvicorn.run(create_app(service), host=settings.host, port=settings.port, log_level="info",
@@ -119,7 +143,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     service = _service(args)
     for line in service.queue.clean_start():
         log.info("clean start: %s", line)
-    _consumer(service, service.settings.workers).run()
+    consumer = _consumer(service, service.settings.workers)
+    # Huey installs its stop handlers only after forking its scheduler and workers: a SIGINT in
+    # between was dropped in an after-fork hook or raised KeyboardInterrupt while the forked
+    # children (which ignore SIGINT) lived on, and SIGTERM killed this process and left them as
+    # orphans. Installed first, a stop at any moment is a graceful stop once they are started.
+    consumer._set_signal_handlers()
+    consumer.run()
     return 0
 
 
@@ -362,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"autopkg: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # SIGINT before `serve` or `worker` handles it itself: stopped
+        return 130
 
 
 if __name__ == "__main__":

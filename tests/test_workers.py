@@ -1,11 +1,18 @@
 """Workers as separate processes: restarts, a worker killed mid-job, Redis scale-out."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from backend.jobs import make_huey
 from backend.settings import Settings
-from tests.conftest import processor_states
+from tests.conftest import ROOT, free_port, processor_states
 
 TEST = "test_processor.version_1"
 FAIL = "test_fail_processor.version_1"
@@ -63,3 +70,75 @@ def test_one_job_runs_on_two_worker_processes_sharing_redis(backend, redis_url):
 def _parent_pid(pid: int) -> int:
     """From /proc/<pid>/stat: "pid (comm) state ppid ..."."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+# `autopkg` with a stop signal sent to itself right after its first fork (`serve`: the worker child;
+# `worker`: Huey's scheduler): the moment a stop used to be lost. Python runs a signal that arrives
+# during fork() in its after-fork hooks, which drop a KeyboardInterrupt, and Huey installed its
+# handlers only after forking; `serve` then waited for a worker that would never stop.
+STOP_AT_FIRST_FORK = """
+import os, signal, sys
+from backend import cli
+sent = []
+def stop_once():
+    if not sent:
+        sent.append(True)
+        os.kill(os.getpid(), int(os.environ["STOP_SIGNAL"]))
+os.register_at_fork(after_in_parent=stop_once)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _stopped_at_first_fork(env: dict[str, str], args: list[str], sig: signal.Signals, log: Path) -> subprocess.Popen:
+    """Run `autopkg ARGS` that stops itself with `sig` right after its first fork; wait until it
+    and every process it started have exited (its session is empty) and return it."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", STOP_AT_FIRST_FORK, *args], env={**env, "STOP_SIGNAL": str(int(sig))},
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"still running {STOP_TIMEOUT} s after {sig.name}:\n{log.read_text()}") from None
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _session_alive(proc.pid):  # the children it forked are stopped before it exits
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"processes of its session outlived it:\n{log.read_text()}")
+        time.sleep(0.05)
+    return proc
+
+
+#: How long a stop may take: the worker child of `serve` is a fresh interpreter still importing.
+STOP_TIMEOUT = 20
+
+
+def _session_alive(sid: int) -> bool:
+    """Whether a process (not a zombie) of session `sid` is left."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[3]) == sid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_worker_stopped_while_forking_its_workers_exits_and_leaves_none(backend_env, tmp_path, sig):
+    proc = _stopped_at_first_fork(backend_env, ["worker", "--workers", "2"], sig, tmp_path / "worker.log")
+    output = (tmp_path / "worker.log").read_text()
+    assert proc.returncode == 0, output
+    assert f"Received {sig.name}" in output and "Consumer exiting." in output
+    assert "Traceback" not in output and "Exception ignored" not in output
+
+
+def test_serve_stopped_while_starting_its_worker_process_exits_and_leaves_none(backend_env, tmp_path):
+    port = free_port()
+    proc = _stopped_at_first_fork(backend_env, ["serve", "--port", str(port), "--workers", "2"], signal.SIGINT,
+                                  tmp_path / "serve.log")
+    output = (tmp_path / "serve.log").read_text()
+    assert proc.returncode == 130, output  # stopped before the server ran: nothing was served
+    assert "Exception ignored" not in output and "Uvicorn running" not in output
