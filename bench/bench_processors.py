@@ -24,6 +24,7 @@ one repeat, Gambia and Kenya only. --parts raster|multi|vector: only those (prin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -33,6 +34,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -182,36 +184,52 @@ def raster_bench(name: str, geom, repeat: int) -> dict:
     return r
 
 
-def raster_phases(src: Path, geom, destination: Path) -> dict:
-    """One extra, instrumented clip: seconds reading the source tiles the polygon touches (both
-    paths), in the masked strips (read + mask + temporary tiled GTiff, windows larger than a
-    strip) and in writing the COG (the copy from the temporary GTiff, or from memory with its
-    overviews). Not part of the medians above."""
+#: The phases of a clip that `timed_phases` times: key -> function of processors.raster.
+RASTER_PHASES = {
+    "strips_s": "_write_strips",  # a window larger than a strip: read, masked, temporary GTiff (wall)
+    "phase_read_s": "_read_masked",  # decoding the touched tiles (summed over the reading threads)
+    "mask_s": "geometry_mask",  # the polygon's pixel mask
+    "cog_s": "_copy_to_cog",  # the COG driver's copy: compression of every level (wall)
+    "memory_s": "_cog_from_memory",  # a window in one strip: MEM dataset + overviews + that copy
+}
+
+
+@contextlib.contextmanager
+def timed_phases(spent: dict[str, float]):
+    """Adds to `spent[key]` the seconds spent in each RASTER_PHASES function while inside (the
+    calls of several threads add up)."""
     import processors.raster as R
 
-    spent = {"phase_read_s": 0.0, "strips_s": 0.0, "cog_s": 0.0}
-    timed_calls = {"_read_masked": "phase_read_s", "_write_strips": "strips_s", "_cog_from_memory": "cog_s"}
-    originals = {name: getattr(R, name) for name in timed_calls}
-    orig_copy = R.rasterio.shutil.copy
+    lock = threading.Lock()
+    originals = {attr: getattr(R, attr) for attr in RASTER_PHASES.values()}
 
-    def wrap(key, fn):
+    def timed_call(key, fn):
         def inner(*a, **k):
             t0 = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                spent[key] += time.perf_counter() - t0
+                with lock:
+                    spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
         return inner
 
-    for name, key in timed_calls.items():
-        setattr(R, name, wrap(key, originals[name]))
-    R.rasterio.shutil.copy = wrap("cog_s", orig_copy)
+    for key, attr in RASTER_PHASES.items():
+        setattr(R, attr, timed_call(key, originals[attr]))
     try:
-        R.clip_raster_to_cog(src, boundary=geom, destination=destination)
+        yield spent
     finally:
-        for name, fn in originals.items():
-            setattr(R, name, fn)
-        R.rasterio.shutil.copy = orig_copy
+        for attr, fn in originals.items():
+            setattr(R, attr, fn)
+
+
+def raster_phases(src: Path, geom, destination: Path) -> dict:
+    """One extra, instrumented clip (not part of the medians): seconds per RASTER_PHASES phase."""
+    from processors.raster import clip_raster_to_cog
+
+    with timed_phases({key: 0.0 for key in RASTER_PHASES}) as spent:
+        t0 = time.perf_counter()
+        clip_raster_to_cog(src, boundary=geom, destination=destination)
+        spent["phases_total_s"] = time.perf_counter() - t0
     return spent
 
 
@@ -399,6 +417,8 @@ def ratio(ours: float, theirs: float, comparable: bool) -> str:
 
 
 def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
+    from processors.raster import READ_THREADS
+
     L = []
     gdal = subprocess.run(["gdalinfo", "--version"], capture_output=True, text=True).stdout.strip()
     import rasterio
@@ -414,9 +434,10 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
     L.append("- like with like: the raster peers write the same COG as ours, with the creation options ours uses "
              "for the same output size (`processors.raster.cog_options`: " + ", ".join(cog_options(1024, 1024)) +
              f"; an output smaller than one 512x512 tile is one tile of its own size, BLOCKSIZE=max(128, 16*ceil(side/16)), "
-             "without NUM_THREADS), every side decoding the source in one thread; ours reads only the source "
-             "tiles the polygon touches, the read-only floor "
-             "and gdal.Warp the whole bounding-box window; every side writes to a removed path; "
+             f"without NUM_THREADS); ours reads only the source tiles the polygon touches, decoded in one thread "
+             f"for a window up to one strip (Gambia, Kenya) and in {READ_THREADS} threads, each with a dataset handle "
+             "of its own, for a larger one (Brazil); the read-only floor (one thread, the same strips) "
+             "and gdal.Warp (one thread) read the whole bounding-box window; every side writes to a removed path; "
              "`gdal_translate -projwin` (the predecessor's bounding-box crop, PACKBITS) is there for output bytes; "
              "outputs are compared before a ratio is printed (rasters: same value on every pixel both keep, at "
              "most 0.1 % of pixels kept by one side only on the polygon's edge; vectors: same features, same "
@@ -509,12 +530,17 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
     L.append("\n## Where the time goes (measured in this run)\n")
     for n in rast:
         r = rast[n]
-        L.append(f"- raster {n}: of one instrumented clip, {r['phase_read_s']:.3f} s went to reading the source tiles "
-                 f"the polygon touches (the read-only floor of the whole window is {r['read_s']:.3f} s), "
-                 f"{r['strips_s']:.3f} s to the masked strips of a window larger than a strip (that reading included, "
-                 f"+ mask + temporary tiled GTiff) and {r['cog_s']:.3f} s to writing the COG (ZSTD level 1 + predictor "
-                 "of the full resolution and of the overviews, copied from the temporary GTiff, or from memory with "
-                 "the overviews built there); the rest is mostly the overviews built in the temporary GTiff.")
+        L.append(f"- raster {n}: of one instrumented clip (total {r['phases_total_s']:.3f} s), "
+                 + (f"{r['strips_s']:.3f} s went to the strips of a window larger than a strip ({READ_THREADS} threads "
+                    f"decoding the touched source tiles, {r['phase_read_s']:.3f} s of decoding summed over them; the "
+                    f"polygon mask, {r['mask_s']:.3f} s, and the NEAREST overviews sampled, in this thread; the temporary "
+                    f"uncompressed GTiff written meanwhile) and {r['cog_s']:.3f} s to the COG driver's copy (ZSTD level 1 + "
+                    "predictor of the full resolution and the overviews, on the compression threads)"
+                    if r["strips_s"] else
+                    f"{r['phase_read_s']:.3f} s went to decoding the touched source tiles, {r['mask_s']:.3f} s to the "
+                    f"polygon mask and {r['memory_s']:.3f} s to the COG written from memory (MEM dataset, overviews, "
+                    f"of which {r['cog_s']:.3f} s the COG driver's copy)")
+                 + f"; the read-only floor of the whole window is {r['read_s']:.3f} s.")
     for n in vect:
         r = vect[n]
         L.append(f"- vector {n}: GDAL copies the {r['candidates']:,} bbox candidates without clipping in "

@@ -10,6 +10,7 @@ Uses the inputs cached by bench/build_inputs.py; monkeypatches only inside this 
 from __future__ import annotations
 
 import cProfile
+import os
 import pstats
 import sys
 import threading
@@ -32,56 +33,41 @@ def rss() -> int:
 
 
 def raster(name: str, repeat: int = 3) -> None:
-    """Seconds per phase of `clip_raster_to_cog` (medians of `repeat` clips): reading (decoding
-    only the tiles the polygon touches, `_read_masked`), the polygon mask, the temporary tiled
-    GTiff of a window larger than a strip (with the reading and masking in it), the COG written
-    from memory (small windows, overviews included) or copied from the temporary GTiff; 'other' is
-    mostly the overviews built in the temporary GTiff (large windows) or the read and mask (small)."""
+    """Seconds per phase of `clip_raster_to_cog` (medians of `repeat` clips; the phases of
+    bench_processors.RASTER_PHASES): a window larger than a strip is read and masked in strips,
+    READ_THREADS threads decoding the touched source tiles (their decoding summed over them), this
+    thread making the mask and writing the temporary GTiff, then copied by the COG driver; a window
+    in one strip is read, masked and made into the COG in memory. The read-only floor reads the
+    whole window in one thread, in the same strips."""
+    from bench_processors import RASTER_PHASES, timed_phases
+
     geom = B.load_boundaries([name])[name]
-    top = {"strips (read+mask+write tmp GTiff)": "_write_strips", "COG from memory (MEM + overviews + ZSTD)": "_cog_from_memory"}
-    inner = {"read (only the touched tiles)": "_read_masked", "geometry_mask": "geometry_mask"}
-    phases: dict[str, list[float]] = {k: [] for k in [*top, "COG copy (ZSTD, overviews as built)", *inner]}
-    originals = {attr: getattr(R, attr) for attr in [*top.values(), *inner.values()]}
-    original_copy = R.rasterio.shutil.copy
-
-    def acc(key, fn):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                phases[key][-1] += time.perf_counter() - t
-        return wrapper
-
-    for key, attr in [*top.items(), *inner.items()]:
-        setattr(R, attr, acc(key, originals[attr]))
-    R.rasterio.shutil.copy = acc("COG copy (ZSTD, overviews as built)", original_copy)
     OUT.mkdir(parents=True, exist_ok=True)
-    for v in phases.values():
-        v.append(0.0)
     R.clip_raster_to_cog(B.GLOBAL_TIF, boundary=geom, destination=OUT / "warm.tif")
-    for v in phases.values():
-        v.clear()
-    totals, floors, others = [], [], []
+    runs, totals, floors = [], [], []
     for _ in range(repeat):
-        for v in phases.values():
-            v.append(0.0)
-        t = time.perf_counter()
-        R.clip_raster_to_cog(B.GLOBAL_TIF, boundary=geom, destination=OUT / f"{name}.tif")
-        totals.append(time.perf_counter() - t)
-        others.append(totals[-1] - sum(phases[k][-1] for k in [*top, "COG copy (ZSTD, overviews as built)"]))
+        with timed_phases({key: 0.0 for key in RASTER_PHASES}) as spent:
+            t = time.perf_counter()
+            R.clip_raster_to_cog(B.GLOBAL_TIF, boundary=geom, destination=OUT / f"{name}.tif")
+            totals.append(time.perf_counter() - t)
+        runs.append(spent)
         t = time.perf_counter()
         R.read_window_only(B.GLOBAL_TIF, geom)
         floors.append(time.perf_counter() - t)
-    for attr, fn in originals.items():
-        setattr(R, attr, fn)
-    R.rasterio.shutil.copy = original_copy
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    print(f"{name}: total {med(totals):.3f} s, read-only floor {med(floors):.3f} s (the whole window)")
-    for k, v in phases.items():
-        print(f"  {'  ' if k in inner else ''}{k}: {med(v):.3f} s")
-    print(f"  other (opening, the overviews in the temporary GTiff, renaming; a window in one strip: its read and mask): "
-          f"{med(others):.3f} s")
+    print(f"{name}: total {med(totals):.3f} s, read-only floor {med(floors):.3f} s (the whole window, one thread), "
+          f"ratio {med(totals) / med(floors):.2f}; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    labels = {
+        "strips_s": "strips: read + mask + temporary GTiff (wall)",
+        "phase_read_s": f"  decoding the touched tiles (summed over {R.READ_THREADS} threads for strips)",
+        "mask_s": "  polygon mask",
+        "cog_s": "COG driver's copy (ZSTD + predictor, every level; wall)",
+        "memory_s": "COG from memory (one-strip window: MEM + overviews + the copy)",
+    }
+    for key, label in labels.items():
+        print(f"  {label}: {med([r[key] for r in runs]):.3f} s")
+    others = [t - r["strips_s"] - (r["memory_s"] or r["cog_s"]) for t, r in zip(totals, runs)]
+    print(f"  other (planning, opening, renaming; a one-strip window: its read and mask): {med(others):.3f} s")
 
 
 def files(name: str) -> None:
@@ -129,7 +115,7 @@ def memory(name: str) -> None:
             peak[0] = max(peak[0], rss())
             time.sleep(0.002)
 
-    orig_copy, orig_write = R.rasterio.shutil.copy, R._write_strips
+    orig_copy, orig_write = R._copy_to_cog, R._write_strips
 
     def write(*a, **k):
         peak[0] = rss()
@@ -144,7 +130,7 @@ def memory(name: str) -> None:
         marks.append(("after COG copy: peak during copy", peak[0]))
         return r
 
-    R._write_strips, R.rasterio.shutil.copy = write, copy
+    R._write_strips, R._copy_to_cog = write, copy
     OUT.mkdir(parents=True, exist_ok=True)
     with R._open(B.GLOBAL_TIF) as src:
         (_, _, tight, outer), = R._plan(src, geom)

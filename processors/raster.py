@@ -7,9 +7,10 @@ Reusable by every raster dataset processor. The approach:
   for GHSL); the output keeps the source CRS, grid alignment, resolution and dtype. No pixel is
   resampled.
 * **Only the window is read.** The window is the boundary's bounding box snapped to the source
-  grid and clipped to the raster's extent. It is read in strips of whole rows (at most
-  `strip_bytes` per strip, a multiple of the 512-row output tiles when large enough), so memory
-  stays bounded by one strip whatever the window size. Cancellation is checked between strips.
+  grid and clipped to the raster's extent. A window larger than `strip_bytes` is read in strips
+  of whole rows (STRIPS_IN_MEMORY of them share `strip_bytes`; a strip that can hold a row of the
+  source's tiles ends on one, so that no tile is decoded twice), so memory stays bounded whatever
+  the window size. Cancellation is checked between strips.
 * **Pixel-centre rule, one per boundary.** A pixel is kept when its centre lies inside the
   polygon (GDAL's rasterize with `all_touched=False`, via `rasterio.features.geometry_mask`);
   every other pixel of the window is set to nodata, in all bands. The window holds exactly the
@@ -38,28 +39,36 @@ Reusable by every raster dataset processor. The approach:
   CLUSTER_GAP_DEGREES or a quarter of their extent are one cluster; clusters are used only when
   their windows cover less than CLUSTER_FILL of the single window). A cluster crossing the
   antimeridian is split as above (`-part2-east`).
-* **Output.** The masked strips go into a temporary tiled GTiff next to the destination, which
+* **Output.** The masked strips go into a temporary tiled, uncompressed GTiff next to the
+  destination (tiles with no pixel inside are not written: they read as nodata), which
   GDAL's `COG` driver (GDAL >= 3.1) copies into a Cloud-Optimised GeoTIFF: 512x512 tiles (an
   output smaller than that is one tile just large enough to hold it, see `block_size`),
   ZSTD (the default) or DEFLATE, level 1 unless `level` is given, with a predictor (PREDICTOR=YES:
   horizontal differencing, 2, for integers, floating-point, 3, for floats), internal overviews down to one tile (`overview_resampling`,
-  "nearest" by default so that classes stay classes; GDAL ignores nodata when averaging; built
-  in the uncompressed temporary file, the levels OVERVIEWS=AUTO would choose, and copied with
-  OVERVIEWS=FORCE_USE_EXISTING so they are compressed once),
+  "nearest" by default so that classes stay classes; GDAL ignores nodata when averaging; the
+  levels OVERVIEWS=AUTO would choose, made in the uncompressed temporary file or in memory and
+  copied with OVERVIEWS=FORCE_USE_EXISTING so they are compressed once; NEAREST ones are
+  sampled from the rows as they pass, exactly the pixels of GDAL's BuildOverviews, see
+  `_NearestOverviews`),
   BIGTIFF when needed. The COG is written under a temporary name and moved into place with
   `os.replace`: a destination either does not exist or is complete; on an error or
   cancellation, no output of the call is left behind. `cog_options` gives these creation
   options, so that a benchmark can give GDAL's own tools exactly the same.
-* **One decoding thread.** GDAL 3.6 can decode the tiles of one read in parallel (the NUM_THREADS
-  open option), but then a damaged tile reads as garbage without an error (seen on a DEFLATE
-  tile overwritten with random bytes; one thread raises), and a damaged cached source must be
-  found and fetched again (tests/test_source_cache.py): sources are decoded in the reading
-  thread (threads read Brazil's window about 12 % faster).
-* **Memory.** The clipper itself holds one strip (`strip_bytes`, 16 MiB by default) plus its
-  mask. GDAL's process-wide block cache (GDAL_CACHEMAX, 5 % of RAM by default) would also keep
+* **Decoding threads, one handle each.** GDAL 3.6 can decode the tiles of one read in parallel
+  (the NUM_THREADS open option), but then a damaged tile reads as garbage without an error (seen
+  on a DEFLATE tile overwritten with random bytes; one thread raises), and a damaged cached source
+  must be found and fetched again (tests/test_source_cache.py). So every read decodes in the
+  thread that asked for it: a window larger than a strip is read by READ_THREADS threads, each
+  with a dataset handle of its own, one strip each, while the calling thread makes the next
+  strip's mask and writes the finished strips in order (a damaged tile still raises
+  `SourceUnavailable`, tested). Brazil's 5364x4681 window: 0.43 -> 0.24-0.28 s.
+* **Memory.** The clipper itself holds at most STRIPS_IN_MEMORY strips (together `strip_bytes`,
+  16 MiB by default; a strip's mask only while it is read) and their overview rows. GDAL's
+  process-wide block cache (GDAL_CACHEMAX, 5 % of RAM by default) would also keep
   decoded source blocks and written blocks that are never used again: while a clip runs, the cache
   is lowered to CLIP_CACHE_BYTES (4 MiB; never raised) and restored afterwards. Measured on
-  Brazil's 50 MB window: peak 1.10x the window above the process's baseline (4.3x before; 1.36-1.52x with 8 MiB).
+  Brazil's 50 MB window: peak 0.97-1.01x the window above the process's baseline (4.3x with the
+  default cache; 1.10x with one 16 MiB strip and its mask).
 * **Many files, one boundary.** `BoundaryClipper` clips one boundary out of any number of
   rasters: the antimeridian split, the reprojected boundary, the windows and (for windows that fit
   in one strip) the pixel mask are worked out once per grid and reused for every file on that grid;
@@ -70,16 +79,20 @@ Reusable by every raster dataset processor. The approach:
 * A boundary that misses the raster raises `NoDataForBoundary`; a source that cannot be opened
   raises `SourceUnavailable`.
 
-`read_window_only(source, boundary)` reads the same windows in the same strips and does nothing
-else: the I/O floor for benchmarks.
+`read_window_only(source, boundary)` reads the same windows in the same strips, in one thread, every
+tile of the window (touched or not), and does nothing else: the I/O floor for benchmarks.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
 import functools
+import itertools
 import logging
 import math
 import os
+import queue
 import time
 import uuid
 from dataclasses import dataclass
@@ -91,7 +104,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 from osgeo import gdal, gdal_array  # the same system libgdal as rasterio: its block cache is the one rasterio uses
@@ -107,8 +120,15 @@ ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], None]
 
 TILE_SIZE = 512
-#: Upper bound of the pixel data read per strip (all bands), in bytes.
+#: Upper bound of the pixel data of the strips held at once (all bands), in bytes; a window up
+#: to this size is clipped in memory, in one piece.
 DEFAULT_STRIP_BYTES = 16 * 1024 * 1024
+#: Threads that read (decode) and mask the strips of a window larger than a strip, each with a
+#: dataset handle of its own (GDAL releases the GIL while it decodes): two on a machine of two
+#: cores or more (Brazil: reading 0.10 -> 0.06 s).
+READ_THREADS = max(1, min(2, os.cpu_count() or 1))
+#: Strips in memory at once: one per reading thread, and the one being written.
+STRIPS_IN_MEMORY = READ_THREADS + 1
 COMPRESSIONS = ("ZSTD", "DEFLATE")
 #: ZSTD, not DEFLATE: on Brazil's 5364x4681 Int16 window (2 threads) the COG copy took 0.12 s with
 #: ZSTD level 1 and 0.48 s with DEFLATE level 1, for a file 9 % larger (12.6 vs 11.6 MB, 0.25x the
@@ -488,40 +508,39 @@ class BoundaryClipper:
         token = uuid.uuid4().hex[:12]
         strips_tmp = target.with_name(f".{target.stem}.{token}.strips.tif")
         cog_tmp = target.with_name(f".{target.stem}.{token}.cog.tif")
+        win_transform = src.window_transform(window)
+        width, height = int(window.width), int(window.height)
+        levels = _overview_levels(width, height)
+        overviews = _NearestOverviews.of(width, height, levels, self.overview_resampling)
+        options = cog_options(width, height, compress=self.compress, level=self.level, threads=self.threads,
+                              overview_resampling=self.overview_resampling)
+        # Overviews are made in the uncompressed temporary file or in memory (nearest: sampled
+        # while the strips pass, see _NearestOverviews), then copied as they are: the COG driver
+        # would otherwise compute them into a compressed temporary file and decompress and
+        # recompress them again.
+        options["OVERVIEWS"] = "FORCE_USE_EXISTING" if levels else "NONE"
         try:
             masked = None
             if self._fits_one_strip(window, len(indexes), dtype):
                 check()
-                outside = self._mask(plan, side_index, side, window, src.window_transform(window), all_touched)
+                outside = self._mask(plan, side_index, side, window, win_transform, all_touched)
                 inside = outside.size - int(np.count_nonzero(outside))
                 if inside:
                     masked = _read_masked(src, indexes, window, outside, np.array(nodata, dtype=dtype))
             else:
                 inside = _write_strips(
                     src, side.geom, window, strips_tmp, indexes, dtype, nodata, all_touched,
-                    self.strip_bytes, self.strip_rows, tags, report, check,
+                    self.strip_bytes, self.strip_rows, tags, levels, overviews, self.overview_resampling, report, check,
                 )
             if not inside:
                 return None
-            win_transform = src.window_transform(window)
-            width, height = int(window.width), int(window.height)
             check()
             report(80.0, f"writing the Cloud-Optimised GeoTIFF ({width}x{height})")
-            levels = _overview_levels(width, height)
-            options = cog_options(width, height, compress=self.compress, level=self.level, threads=self.threads,
-                                  overview_resampling=self.overview_resampling)
-            # Overviews are built in the uncompressed temporary file or in memory (fast), then
-            # copied as they are: the COG driver would otherwise compute them into a compressed
-            # temporary file and decompress and recompress them again.
-            options["OVERVIEWS"] = "FORCE_USE_EXISTING" if levels else "NONE"
             if masked is not None:
-                _cog_from_memory(masked, src, indexes, win_transform, nodata, tags, levels,
+                _cog_from_memory(masked, src, indexes, win_transform, nodata, tags, levels, overviews,
                                  self.overview_resampling, cog_tmp, options)
             else:
-                if levels:
-                    with rasterio.open(strips_tmp, "r+") as tmp:
-                        tmp.build_overviews(levels, Resampling[self.overview_resampling.lower()])
-                rasterio.shutil.copy(str(strips_tmp), str(cog_tmp), driver="COG", **options)
+                _copy_to_cog(_gdal_open(strips_tmp), cog_tmp, options)
             check()
             os.replace(cog_tmp, target)
         finally:
@@ -577,7 +596,8 @@ class _Source:
     hundreds of small clips. Read errors raise `SourceUnavailable` (the caller fetches again)."""
 
     def __init__(self, path: Path):
-        self.name = Path(path).name
+        self.path = Path(path)
+        self.name = self.path.name
         gdal.PushErrorHandler("CPLQuietErrorHandler")  # the failure is raised below, with GDAL's message
         try:
             ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
@@ -685,13 +705,21 @@ def _window(bounds, transform: Affine, width: int, height: int, *, centres: bool
 
 
 def _strips(window: Window, src, bands: int, strip_bytes: int, strip_rows: int | None) -> Iterator[Window]:
+    """Strips of whole rows of `window`, of `strip_rows` rows or else of at most
+    strip_bytes / STRIPS_IN_MEMORY bytes each (all bands). A strip that can hold a row of the
+    source's blocks (tiles) ends on a row of blocks, so that no block is decoded twice."""
+    height = int(window.height)
+    first = 0
     if strip_rows is None:
         row_bytes = max(1, int(window.width) * bands * np.dtype(src.dtypes[0]).itemsize)
-        strip_rows = max(1, strip_bytes // row_bytes)
-        if strip_rows >= TILE_SIZE:
-            strip_rows -= strip_rows % TILE_SIZE
-    for off in range(0, int(window.height), strip_rows):
-        yield Window(window.col_off, window.row_off + off, window.width, min(strip_rows, int(window.height) - off))
+        strip_rows = max(1, strip_bytes // STRIPS_IN_MEMORY // row_bytes)
+        block_rows = src.block_shapes[0][0]
+        if strip_rows >= block_rows:
+            strip_rows -= strip_rows % block_rows
+            first = -int(window.row_off) % block_rows  # rows above the first whole row of blocks
+    edges = ([0] if first else []) + list(range(first, height, strip_rows)) + [height]
+    for top, bottom in zip(edges, edges[1:]):
+        yield Window(window.col_off, window.row_off + top, window.width, bottom - top)
 
 
 # --------------------------------------------------------------------------- clipping
@@ -739,32 +767,131 @@ def _overview_levels(width: int, height: int) -> list[int]:
     return levels
 
 
+def _nearest_samples(size: int, levels: list[int]) -> list[np.ndarray] | None:
+    """Along one axis of `size` pixels: for each overview level (ceil(size / factor) pixels), the
+    full-resolution pixel each overview pixel holds in GDAL's NEAREST overviews of a GTiff. GDAL
+    samples each level from the one before it, pixel int(0.5 + i * before / now) (in doubles),
+    so the picks compose. None when a level is not smaller than the one before it (GDAL then
+    samples another way; it builds those overviews itself)."""
+    picks, current = [], np.arange(size)
+    for factor in levels:
+        n = -(-size // factor)
+        if n >= len(current):
+            return None
+        current = current[(0.5 + np.arange(n) * (len(current) / n)).astype(np.intp)]
+        picks.append(current)
+    return picks
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """`index` (increasing) as a slice when its steps are equal: numpy copies slices far faster."""
+    if len(index) == 0:
+        return slice(0, 0)
+    step = int(index[1] - index[0]) if len(index) > 1 else 1
+    if step > 0 and np.array_equal(index, np.arange(int(index[0]), int(index[0]) + step * len(index), step)):
+        return slice(int(index[0]), int(index[-1]) + 1, step)
+    return index
+
+
+@dataclass(frozen=True)
+class _NearestOverviews:
+    """NEAREST overviews sampled from the full-resolution rows as they pass, exactly the pixels
+    GDAL's BuildOverviews("NEAREST") puts in a GTiff (tested), without reading the file back:
+    building them in Brazil's temporary GTiff took about 0.09 s, sampling them 0.02 s."""
+
+    rows: list[np.ndarray]  # per level: the full-resolution row of each overview row
+    cols: list[slice | np.ndarray]  # per level: the full-resolution column of each overview column
+
+    @classmethod
+    def of(cls, width: int, height: int, levels: list[int], resampling: str) -> "_NearestOverviews | None":
+        """None unless the overviews are NEAREST ones that `_nearest_samples` reproduces."""
+        if not levels or resampling.lower() != "nearest":
+            return None
+        rows, cols = _nearest_samples(height, levels), _nearest_samples(width, levels)
+        if rows is None or cols is None:
+            return None
+        return cls(rows=rows, cols=[_as_slice(c) for c in cols])
+
+    def sample(self, data: np.ndarray, row0: int) -> list[tuple[int, np.ndarray]]:
+        """Per level, (first overview row, overview rows) sampled from `data` (bands, rows,
+        cols), the full-resolution rows from `row0` on."""
+        pieces = []
+        for rows, cols in zip(self.rows, self.cols):
+            a, b = (int(i) for i in np.searchsorted(rows, (row0, row0 + data.shape[1])))
+            pieces.append((a, data[:, _as_slice(rows[a:b] - row0)][:, :, cols]))
+        return pieces
+
+
+def _describe(ds, src, indexes, transform: Affine, nodata, tags: dict[str, str]) -> None:
+    """Georeferencing, nodata, metadata and colour interpretation of a new dataset (MEM or the
+    temporary GTiff) as the COG should have them."""
+    ds.SetGeoTransform(transform.to_gdal())
+    ds.SetProjection(src.wkt)
+    for key, value in tags.items():
+        ds.SetMetadataItem(key, value)
+    for i, index in enumerate(indexes):
+        band = ds.GetRasterBand(i + 1)
+        band.SetNoDataValue(float(nodata))
+        try:  # colour interpretation follows the source (e.g. RGB imagery)
+            band.SetColorInterpretation(int(src.colorinterp[index - 1]))
+        except Exception:  # pragma: no cover - drivers may refuse some combinations
+            pass
+
+
+def _write_overview_block(ds, level: int, data: np.ndarray, col: int, row: int, path) -> None:
+    """`data` (bands, rows, cols) into overview `level` of every band of `ds`, at (col, row)."""
+    for i in range(data.shape[0]):
+        if ds.GetRasterBand(i + 1).GetOverview(level).WriteArray(data[i], col, row) != 0:
+            raise ProcessorError(f"cannot write {path}: {gdal.GetLastErrorMsg()}")
+
+
+def _copy_to_cog(ds, path: Path, options: dict[str, str]) -> None:
+    """`ds` (its overviews as they are) copied into a COG at `path` by GDAL's COG driver."""
+    cog = gdal.GetDriverByName("COG").CreateCopy(str(path), ds, strict=0,
+                                                 options=[f"{k}={v}" for k, v in options.items()])
+    if cog is None:
+        raise ProcessorError(f"cannot write {path}: {gdal.GetLastErrorMsg()}")
+    cog = ds = None  # closes (and flushes) both
+
+
+def _gdal_open(path: Path):
+    ds = gdal.Open(str(path))
+    if ds is None:
+        raise ProcessorError(f"cannot read back {path}: {gdal.GetLastErrorMsg()}")
+    return ds
+
+
 def _cog_from_memory(data: np.ndarray, src, indexes, transform: Affine, nodata, tags: dict[str, str],
-                     levels: list[int], overview_resampling: str, path: Path, options: dict[str, str]) -> None:
+                     levels: list[int], overviews: _NearestOverviews | None, overview_resampling: str,
+                     path: Path, options: dict[str, str]) -> None:
     """The masked window `data` (bands, rows, cols) as a COG at `path`, through a MEM dataset
     with the same georeferencing, nodata, tags, colour interpretation and overviews as the
     strips' temporary GTiff, so both paths give the same file content."""
     bands, height, width = data.shape
     mem = gdal.GetDriverByName("MEM").Create("", width, height, bands, gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype))
-    mem.SetGeoTransform(transform.to_gdal())
-    mem.SetProjection(src.wkt)
-    for key, value in tags.items():
-        mem.SetMetadataItem(key, value)
-    for i, index in enumerate(indexes):
-        band = mem.GetRasterBand(i + 1)
-        band.SetNoDataValue(float(nodata))
-        band.WriteArray(data[i])
-        try:  # colour interpretation follows the source (e.g. RGB imagery)
-            band.SetColorInterpretation(int(src.colorinterp[index - 1]))
-        except Exception:  # pragma: no cover - drivers may refuse some combinations
-            pass
-    if levels:
+    _describe(mem, src, indexes, transform, nodata, tags)
+    for i in range(bands):
+        mem.GetRasterBand(i + 1).WriteArray(data[i])
+    if overviews is not None:
+        mem.BuildOverviews("NONE", levels)  # the levels, left empty: filled below
+        for level, (row0, rows) in enumerate(overviews.sample(data, 0)):
+            _write_overview_block(mem, level, rows, 0, row0, path)
+    elif levels:
         mem.BuildOverviews(overview_resampling.upper(), levels)
-    cog = gdal.GetDriverByName("COG").CreateCopy(str(path), mem, strict=0,
-                                                 options=[f"{k}={v}" for k, v in options.items()])
-    if cog is None:
-        raise ProcessorError(f"cannot write {path}: {gdal.GetLastErrorMsg()}")
-    cog = mem = None  # closes (and flushes) both
+    _copy_to_cog(mem, path, options)
+
+
+def _blocks_with_inside(outside: np.ndarray, row_edges: list[int], col_edges: list[int]) -> np.ndarray:
+    """(blocks down, blocks across): True for the blocks, starting at those edges, that hold a
+    pixel inside the polygon."""
+    return ~np.logical_and.reduceat(np.logical_and.reduceat(outside, row_edges, axis=0), col_edges, axis=1)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of True in `flags`."""
+    padded = np.concatenate(([False], flags, [False]))
+    starts, stops = np.flatnonzero(padded[1:] & ~padded[:-1]), np.flatnonzero(~padded[1:] & padded[:-1])
+    return list(zip(starts.tolist(), stops.tolist()))
 
 
 def _read_masked(src, indexes, window: Window, outside: np.ndarray, fill: np.ndarray) -> np.ndarray:
@@ -781,13 +908,10 @@ def _read_masked(src, indexes, window: Window, outside: np.ndarray, fill: np.nda
     # window-relative first row/column of each source block the window meets
     row_edges = [0] + list(range(-(row0 % block_h) + block_h, rows, block_h))
     col_edges = [0] + list(range(-(col0 % block_w) + block_w, cols, block_w))
-    needed = ~np.logical_and.reduceat(np.logical_and.reduceat(outside, row_edges, axis=0), col_edges, axis=1)
+    needed = _blocks_with_inside(outside, row_edges, col_edges)
     row_ends, col_ends = row_edges[1:] + [rows], col_edges[1:] + [cols]
     for i, (top, bottom) in enumerate(zip(row_edges, row_ends)):
-        # runs of neighbouring needed blocks: one read each (GDAL decodes their tiles in parallel)
-        flags = np.concatenate(([False], needed[i], [False]))
-        starts, stops = np.flatnonzero(flags[1:] & ~flags[:-1]), np.flatnonzero(~flags[1:] & flags[:-1])
-        for a, b in zip(starts, stops):
+        for a, b in _runs(needed[i]):  # runs of neighbouring needed blocks: one read each
             left, right = col_edges[a], col_ends[b - 1]
             src.read(indexes, window=Window(col0 + left, row0 + top, right - left, bottom - top),
                      out=data[:, top:bottom, left:right])
@@ -796,54 +920,155 @@ def _read_masked(src, indexes, window: Window, outside: np.ndarray, fill: np.nda
     return data
 
 
+@dataclass
+class _MaskedStrip:
+    """One strip of the window, read and masked by a reading thread."""
+
+    row0: int  # its first row in the window
+    data: np.ndarray  # (bands, rows, cols), nodata outside the polygon
+    tiles: np.ndarray  # per row of output tiles the strip meets: the tile columns with a pixel inside
+    inside: int  # pixels kept
+    overview_rows: list[tuple[int, np.ndarray]]  # per overview level: (first row, rows), see _NearestOverviews
+
+
+def _read_strip(handles: queue.SimpleQueue, strip: Window, row0: int, outside: np.ndarray, indexes, fill: np.ndarray,
+                overviews: _NearestOverviews | None) -> _MaskedStrip:
+    """Runs in a reading thread, with a dataset handle of its own taken from `handles`. Only
+    the output tiles with a pixel inside are kept of the mask (it goes with this call)."""
+    src = handles.get()
+    try:
+        data = _read_masked(src, indexes, strip, outside, fill)
+    finally:
+        handles.put(src)
+    tile_rows = [0] + [edge for edge in range(-row0 % TILE_SIZE, outside.shape[0], TILE_SIZE) if edge]
+    return _MaskedStrip(row0=row0, data=data, tiles=_blocks_with_inside(outside, tile_rows, list(range(0, outside.shape[1], TILE_SIZE))),
+                        inside=outside.size - int(np.count_nonzero(outside)),
+                        overview_rows=overviews.sample(data, row0) if overviews is not None else [])
+
+
+class _TileRows:
+    """Rows arriving top to bottom, in pieces of any height (the strips follow the source's
+    tiles, not the output's), gathered into whole rows of output tiles (TILE_SIZE rows; the last
+    one what is left) and passed on as `write(pieces, row0)`, so that every tile of the file is
+    written whole, while it is in GDAL's block cache, without copying the strips together."""
+
+    def __init__(self, height: int, write: Callable[[list[tuple[np.ndarray, np.ndarray | None]], int], None]):
+        self.height, self.write = height, write
+        self.row = 0  # first row of the tile row being gathered
+        self.rows = 0  # rows gathered for it
+        self.pieces: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def push(self, data: np.ndarray, tiles: np.ndarray | None = None) -> None:
+        """`data` (bands, rows, cols) continues the rows pushed before; `tiles[i]` flags the tile
+        columns with a pixel inside in the i-th row of tiles `data` meets (None: every tile)."""
+        top = 0
+        for i in itertools.count():
+            if top == data.shape[1]:
+                break
+            n = min(TILE_SIZE - self.rows, data.shape[1] - top)
+            self.pieces.append((data[:, top:top + n], None if tiles is None else tiles[i]))
+            self.rows += n
+            top += n
+            if self.rows == TILE_SIZE or self.row + self.rows == self.height:
+                self.write(self.pieces, self.row)
+                self.row, self.rows, self.pieces = self.row + self.rows, 0, []
+        if self.pieces:  # rows of a tile row still to come: copied, so that the strip's buffer can go
+            piece, flags = self.pieces[-1]
+            self.pieces[-1] = (piece.copy(), flags)
+
+
+def _write_tiles(write_block: Callable[[np.ndarray, int, int], None], pieces, row0: int) -> None:
+    """One row of tiles, from `pieces` (rows of it top to bottom, with the flags of the tiles
+    to write, or None for all), tile by tile: `write_block(rows, col, row)`."""
+    width = pieces[0][0].shape[2]
+    flags = [f for _, f in pieces]
+    needed = np.ones(-(-width // TILE_SIZE), dtype=bool) if any(f is None for f in flags) else np.logical_or.reduce(flags)
+    for col in np.flatnonzero(needed).tolist():
+        left, right, top = col * TILE_SIZE, min((col + 1) * TILE_SIZE, width), row0
+        for data, _ in pieces:
+            write_block(data[:, :, left:right], left, top)
+            top += data.shape[1]
+
+
 def _write_strips(
-    src, geom, window, path: Path, indexes, dtype, nodata, all_touched, strip_bytes, strip_rows, tags, report, check
+    src, geom, window, path: Path, indexes, dtype, nodata, all_touched, strip_bytes, strip_rows, tags, levels,
+    overviews: _NearestOverviews | None, overview_resampling: str, report, check,
 ) -> int:
-    """Masked window written to an uncompressed tiled GTiff at `path`; returns pixels kept."""
+    """Masked window, with its overviews, written to an uncompressed tiled GTiff at `path`;
+    returns pixels kept. READ_THREADS threads read and mask the strips (each with its own
+    dataset handle, see the module docstring) while this thread writes them in order; tiles with
+    no pixel inside are not written (SPARSE_OK: they read as nodata)."""
     width, height = int(window.width), int(window.height)
-    profile = dict(
-        driver="GTiff",
-        width=width,
-        height=height,
-        count=len(indexes),
-        dtype=dtype,
-        crs=src.crs,
-        transform=src.window_transform(window),
-        nodata=nodata,
-        tiled=True,
-        blockxsize=TILE_SIZE,
-        blockysize=TILE_SIZE,
-        compress="NONE",
-        BIGTIFF="IF_SAFER",
-    )
-    inside_total = 0
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), width, height, len(indexes), gdal_array.NumericTypeCodeToGDALTypeCode(np.dtype(dtype)),
+        options=["TILED=YES", f"BLOCKXSIZE={TILE_SIZE}", f"BLOCKYSIZE={TILE_SIZE}", "COMPRESS=NONE",
+                 "SPARSE_OK=TRUE", "BIGTIFF=IF_SAFER"])
+    if ds is None:
+        raise ProcessorError(f"cannot create {path}: {gdal.GetLastErrorMsg()}")
+    _describe(ds, src, indexes, src.window_transform(window), nodata, tags)
+    if overviews is not None:
+        ds.BuildOverviews("NONE", levels)  # the levels, left empty: filled as the strips pass
+    band_list = list(range(1, len(indexes) + 1))
+
+    def write_block(data: np.ndarray, col: int, row: int) -> None:
+        if ds.WriteArray(data, col, row, band_list=band_list) != 0:
+            raise ProcessorError(f"cannot write {path}: {gdal.GetLastErrorMsg()}")
+
+    full = _TileRows(height, lambda pieces, row0: _write_tiles(write_block, pieces, row0))
+    levels_out = [
+        _TileRows(len(rows), lambda pieces, row0, level=level: _write_tiles(
+            lambda data, col, row: _write_overview_block(ds, level, data, col, row, path), pieces, row0))
+        for level, rows in enumerate(overviews.rows if overviews is not None else [])
+    ]
+    handles = queue.SimpleQueue()
+    handles.put(src)
+    extra = [_open(src.path) for _ in range(READ_THREADS - 1)]
+    for handle in extra:
+        handles.put(handle)
     fill = np.array(nodata, dtype=dtype)
-    last_report = time.monotonic()
     geoms = [mapping(geom)]
-    with rasterio.open(path, "w", **profile) as dst:
-        if tags:  # copied into the COG with the rest of the dataset's metadata
-            dst.update_tags(**tags)
-        # colour interpretation and band descriptions follow the source (e.g. RGB imagery)
-        try:
-            dst.colorinterp = [src.colorinterp[i - 1] for i in indexes]
-        except Exception:  # pragma: no cover - drivers may refuse some combinations
-            pass
-        for strip in _strips(window, src, len(indexes), strip_bytes, strip_rows):
-            check()
-            rows = int(strip.height)
-            outside = geometry_mask(
-                geoms, out_shape=(rows, width), transform=src.window_transform(strip),
-                all_touched=all_touched, invert=False,
-            )
-            n = outside.size - int(np.count_nonzero(outside))
-            data = _read_masked(src, indexes, strip, outside, fill)
-            inside_total += n
-            dst.write(data, window=Window(0, strip.row_off - window.row_off, width, rows))
-            now = time.monotonic()
-            if now - last_report >= 0.5:
-                last_report = now
-                done = strip.row_off - window.row_off + rows
-                report(80.0 * done / height, f"clipping: {done}/{height} rows")
+    inside_total = 0
+    last_report = time.monotonic()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(READ_THREADS) as pool:
+            pending: collections.deque = collections.deque()
+            strips = iter(_strips(window, src, len(indexes), strip_bytes, strip_rows))
+
+            def read_ahead() -> None:  # keeps every reading thread busy while this one writes
+                while len(pending) < READ_THREADS and (strip := next(strips, None)) is not None:
+                    # the mask in this thread: rasterio's rasterize, in a thread where GDAL's
+                    # error handlers were pushed and popped, warned of a missing geotransform
+                    outside = geometry_mask(geoms, out_shape=(int(strip.height), width), transform=src.window_transform(strip),
+                                            all_touched=all_touched, invert=False)
+                    pending.append(pool.submit(_read_strip, handles, strip, int(strip.row_off - window.row_off), outside,
+                                               indexes, fill, overviews))
+
+            try:
+                read_ahead()
+                while pending:
+                    check()
+                    done = pending.popleft().result()
+                    read_ahead()
+                    inside_total += done.inside
+                    full.push(done.data, done.tiles)
+                    for out, (_, rows) in zip(levels_out, done.overview_rows):
+                        out.push(rows)
+                    now = time.monotonic()
+                    if now - last_report >= 0.5:
+                        last_report = now
+                        rows_done = done.row0 + done.data.shape[1]
+                        report(80.0 * rows_done / height, f"clipping: {rows_done}/{height} rows")
+                    done = None
+            finally:
+                for future in pending:
+                    future.cancel()
+        if levels and overviews is None:
+            ds.BuildOverviews(overview_resampling.upper(), levels)
+        ds.FlushCache()
+    finally:
+        ds = None
+        for handle in extra:
+            handle.close()
     return inside_total
 
 

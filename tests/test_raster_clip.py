@@ -340,9 +340,9 @@ def test_strip_size_follows_the_byte_budget(tmp_path, monkeypatch):
             yield w
 
     monkeypatch.setattr(raster, "_strips", spy)
-    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif", strip_bytes=1000)
-    width = result.shape[1]
-    assert max(seen) == 1000 // (width * 2) and sum(seen) == result.shape[0]
+    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif", strip_bytes=6000)
+    width = result.shape[1]  # the strips in memory at once share the budget
+    assert max(seen) == 6000 // raster.STRIPS_IN_MEMORY // (width * 2) > 1 and sum(seen) == result.shape[0]
 
 
 def test_multiband_source_masks_every_band(tmp_path):
@@ -386,3 +386,83 @@ def test_far_apart_parts_get_one_output_per_cluster_not_a_window_of_nodata(tmp_p
     assert mainland.inside_pixels / (mainland.width * mainland.height) > 0.4
     for output in result.outputs[:2]:  # the others are a few pixels, all near the coast
         check_clip(source, result, france, output.path)
+
+
+def _gdal_nearest_overviews_of(path: Path) -> list[np.ndarray]:
+    """The full resolution of `path` put in a GTiff whose NEAREST overviews GDAL builds, with the
+    COG's levels: what `path`'s overviews should hold."""
+    from osgeo import gdal
+
+    with rasterio.open(path) as ds:
+        data = ds.read()
+    bands, height, width = data.shape
+    factors = raster._overview_levels(width, height)
+    ref = gdal.GetDriverByName("GTiff").Create(str(path.with_suffix(".ref.tif")), width, height, bands,
+                                              gdal.GDT_Int16 if data.dtype == np.int16 else gdal.GDT_Byte, ["TILED=YES"])
+    ref.WriteArray(data)
+    ref.BuildOverviews("NEAREST", factors)
+    levels = [np.stack([ref.GetRasterBand(b + 1).GetOverview(k).ReadAsArray() for b in range(bands)])
+              for k in range(len(factors))]
+    ref = None
+    return levels
+
+
+@pytest.mark.parametrize("strip_rows", [None, 37])
+@pytest.mark.parametrize("size, bands", [((2100, 700), 1), ((701, 1537), 3), ((2274, 2), 1)])
+def test_overviews_are_gdals_nearest_overviews(tmp_path, size, bands, strip_rows):
+    """The overviews sampled in memory (in one piece, or strip by strip) hold exactly the pixels
+    of GDAL's BuildOverviews("NEAREST"); a window two pixels wide, whose width stops halving, gets
+    GDAL's own."""
+    from osgeo import gdal
+
+    height, width = size
+    dtype = "int16" if bands == 1 else "uint8"
+    source = synthetic_raster(tmp_path / "src.tif", dtype=dtype, nodata=None, width=width + 10, height=height + 10,
+                              bounds=(0, 0, width + 10, height + 10), bands=bands)
+    boundary = Polygon([(5, 5), (5 + width, 5), (5, 5 + height)]) if width > 2 else box(5.2, 5, 6.8, 5 + height)
+    result = clip_raster_to_cog(source, boundary=boundary, destination=tmp_path / "clip.tif", strip_rows=strip_rows)
+    assert result.shape == (height, width)
+    expected = _gdal_nearest_overviews_of(result.paths[0])
+    assert expected
+    ds = gdal.Open(str(result.paths[0]))
+    assert ds.GetRasterBand(1).GetOverviewCount() == len(expected)
+    for k, want in enumerate(expected):
+        got = np.stack([ds.GetRasterBand(b + 1).GetOverview(k).ReadAsArray() for b in range(bands)])
+        np.testing.assert_array_equal(got, want)
+
+
+def test_tiles_with_no_pixel_inside_are_nodata_in_the_strips_path(tmp_path):
+    """The strips' temporary file leaves out the tiles no pixel of the polygon falls in (they
+    read as nodata): the COG is the same file as the one made in memory."""
+    source = synthetic_raster(tmp_path / "src.tif", width=1440, height=720, nodata=-999)
+    triangle = Polygon([(-179, 89), (179, 89), (-179, -89)])  # the lower right tiles are all outside
+    lean = clip_raster_to_cog(source, boundary=triangle, destination=tmp_path / "lean.tif")
+    strips = clip_raster_to_cog(source, boundary=triangle, destination=tmp_path / "strips.tif", strip_rows=100)
+    _same_file_content(lean.paths[0], strips.paths[0])
+    with rasterio.open(strips.paths[0]) as out:
+        corner = out.read(1, window=((512, out.height), (1024, out.width)))
+    assert corner.size and (corner == -999).all()
+
+
+def test_a_damaged_tile_read_by_a_reading_thread_raises_and_leaves_nothing(tmp_path, monkeypatch):
+    """Strips of a large window are read by READ_THREADS threads (each decoding in its own thread,
+    with its own dataset handle): a tile overwritten with random bytes still raises
+    SourceUnavailable, naming the source, and no output or temporary file is left."""
+    import os
+
+    source = synthetic_raster(tmp_path / "src.tif", width=2880, height=1440)  # tiles of 256
+    with rasterio.open(source) as ds:  # a tile (column 4, row 2) that the third strip reads
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_4_2", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_4_2", "TIFF", bidx=1))
+    with open(source, "r+b") as f:
+        f.seek(offset)
+        f.write(os.urandom(size))
+    read = []
+    real = raster._read_strip
+    monkeypatch.setattr(raster, "_read_strip", lambda *a, **k: (read.append(a[1]), real(*a, **k))[1])
+    out_dir = tmp_path / "out"
+    with pytest.raises(SourceUnavailable, match="src.tif"):
+        clip_raster_to_cog(source, boundary=box(-170.1, -80.1, 170.1, 80.1), destination=out_dir / "clip.tif",
+                           strip_bytes=raster.STRIPS_IN_MEMORY * 256 * 2722 * 2)  # strips of 256 rows
+    assert len(read) >= 3 and all(int(w.height) <= 256 for w in read)
+    assert list(out_dir.iterdir()) == []
