@@ -30,8 +30,8 @@ def _consumer(service, workers: int):
     # Worker processes, not threads: clipping is CPU-bound and threads share one GIL. Huey forks
     # them from this process once it holds no SQLite connection (it closes the queue's storage
     # itself; the boundary store is closed here and reconnects in each child) and no open GDAL
-    # dataset. max_delay: an idle worker polls the queue at least every 0.1 s: a job is three
-    # hops (setup, processors, provenance); at 0.5 s their waits could reach 1.5 s of a 3.4 s job.
+    # dataset. An idle worker waits in the storage's dequeue and wakes when a task is enqueued
+    # (backend/queue_storage.py; Redis: BRPOP); max_delay bounds its waits after a queue error.
     service.boundaries.close()
     return Consumer(service.queue.huey, workers=workers, worker_type="process", check_worker_health=True, max_delay=0.1)
 

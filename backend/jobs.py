@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from huey import RedisHuey, SqliteHuey, group
+from huey import RedisHuey, group
 from huey.api import Huey
 from huey.storage import SqliteStorage
 
@@ -41,6 +41,7 @@ from backend.boundaries import BoundaryStore
 from backend.contract import TERMINAL_STATES, GroupState, GroupStatus, JobState
 from backend.errors import BackendError, BoundaryNotFound, InvalidRequest, JobNotFound
 from backend.packages import PackageStore, ProvenanceRecord, dataset_result, process_gone, software_versions, utcnow
+from backend.queue_storage import WakingSqliteHuey
 from backend.settings import Settings
 from processors.base import Boundary, Processor, ProcessorContext
 from processors.errors import Cancelled, PathOutsideRoot, ProcessorNotFound
@@ -60,13 +61,14 @@ PROGRESS_WRITE_SECONDS = 0.2
 
 
 def make_huey(settings: Settings) -> Huey:
-    """SqliteHuey in the data folder, or RedisHuey when `huey_url` is a redis:// URL."""
+    """SQLite in the data folder, or RedisHuey when `huey_url` is a redis:// URL. Idle workers
+    wake when a task is enqueued on both: Redis's BRPOP, the SQLite storage's FIFO."""
     if settings.huey_url.startswith(("redis://", "rediss://", "unix://")):
         return RedisHuey("ccg-autopkg", url=settings.huey_url)
     if settings.huey_url:
         raise ValueError(f"CCGAUTOPKG_HUEY_URL={settings.huey_url!r}: expected empty or redis://host:port/db")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey("ccg-autopkg", filename=str(settings.huey_db))
+    return WakingSqliteHuey("ccg-autopkg", filename=str(settings.huey_db))
 
 
 def worker_identity() -> dict[str, Any]:
