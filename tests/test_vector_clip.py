@@ -187,6 +187,11 @@ def test_output_layer_name_can_be_chosen(polygons_src, tmp_path):
 def test_output_has_a_spatial_index(polygons_src, tmp_path):
     result = clip_vector_to_gpkg(polygons_src, layer="data", boundary=BOUNDARY, destination=tmp_path / "p.gpkg")
     assert "rtree_data_geom" in tables(result.path)
+    with sqlite3.connect(result.path) as db:  # one node, the root, holds the box of every feature
+        assert db.execute("SELECT rtreecheck('rtree_data_geom')").fetchone() == ("ok",)
+        assert db.execute("SELECT id FROM rtree_data_geom ORDER BY id").fetchall() == db.execute(
+            "SELECT fid FROM data ORDER BY fid").fetchall()
+        assert len(db.execute("SELECT * FROM rtree_data_geom_node").fetchall()) == 1
     if shutil.which("ogrinfo"):
         info = subprocess.run(["ogrinfo", "-ro", "-sql", "SELECT HasSpatialIndex('data', 'geom')",
                                str(result.path)], capture_output=True, text=True, check=True).stdout
@@ -197,6 +202,9 @@ def test_no_matching_feature_still_writes_an_empty_layer_with_the_schema(polygon
     far_away = box(-100, -60, -90, -50)
     result = clip_vector_to_gpkg(polygons_src, layer="data", boundary=far_away, destination=tmp_path / "e.gpkg")
     assert result.feature_count == 0 and result.bounds is None
+    with sqlite3.connect(result.path) as db:  # an empty spatial index, maintained by GDAL's triggers
+        assert db.execute("SELECT rtreecheck('rtree_data_geom')").fetchone() == ("ok",)
+        assert ("rtree_data_geom_insert",) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
     with fiona.open(result.path, layer="data") as out:
         assert len(out) == 0
         assert out.schema == {"geometry": "MultiPolygon", "properties": read_schema(polygons_src)}

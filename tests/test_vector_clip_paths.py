@@ -5,6 +5,11 @@ as before the bulk paths) writes, on real GeoPackages and shapefiles around Keny
 boundary (QGIS's world_map.gpkg)."""
 from __future__ import annotations
 
+import contextlib
+import json
+import shutil
+import sqlite3
+
 import numpy as np
 import fiona
 import pytest
@@ -219,3 +224,61 @@ def test_cancelling_during_the_copy_of_the_features_inside_stops_it_and_leaves_n
                             check_cancelled=check_cancelled)
     assert len(lines) > 10 * 128 and len(translate_calls) == 3  # stopped in the copy, not after it
     assert list(out_dir.iterdir()) == []
+
+
+def rtree_rows(path) -> list[tuple]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT id, minx, maxx, miny, maxy FROM rtree_data_geom ORDER BY id").fetchall()
+
+
+def rtree_triggers(path) -> dict[str, str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'rtree%'"))
+
+
+def test_the_packed_spatial_index_is_the_one_gdal_builds_and_stays_usable(tmp_path, kenya):
+    """The R*Tree is written in one pass at the end (vector._PackedRtree): SQLite finds it
+    consistent, it stores the boxes GDAL's own CreateSpatialIndex stores for the same file, with
+    the same triggers, bounding-box queries through it find exactly the features that meet the
+    box, and it is maintained when the file is edited afterwards."""
+    source = write_lines(tmp_path / "lines.gpkg", random_lines(kenya, 8000, seed=6))
+    result = clip_vector_to_gpkg(source, layer="data", boundary=kenya, destination=tmp_path / "out.gpkg")
+    assert result.feature_count > 52 * 51  # more than two levels of nodes of at most 51 cells
+    with contextlib.closing(sqlite3.connect(result.path)) as db:
+        assert db.execute("SELECT rtreecheck('rtree_data_geom')").fetchone() == ("ok",)
+        (root,), = db.execute("SELECT data FROM rtree_data_geom_node WHERE nodeno = 1")
+        assert int.from_bytes(root[:2], "big") == 2  # the depth of the tree
+    gdal_built = tmp_path / "gdal-built.gpkg"
+    shutil.copy(result.path, gdal_built)
+    ds = gdal.OpenEx(str(gdal_built), gdal.OF_VECTOR | gdal.OF_UPDATE)
+    for sql in ("SELECT DisableSpatialIndex('data', 'geom')", "SELECT CreateSpatialIndex('data', 'geom')"):
+        ds.ReleaseResultSet(ds.ExecuteSQL(sql))
+    ds = None
+    ours = rtree_rows(result.path)
+    assert len(ours) == result.feature_count and ours == rtree_rows(gdal_built)
+    assert rtree_triggers(result.path) == rtree_triggers(gdal_built) and len(rtree_triggers(result.path)) == 6
+
+    ds = gdal.OpenEx(str(result.path), gdal.OF_VECTOR | gdal.OF_UPDATE)
+    lyr = ds.GetLayer(0)
+    geoms = {f.GetFID(): shape(json.loads(f.GetGeometryRef().ExportToJson())) for f in lyr}
+    rng = np.random.default_rng(7)
+    minx, miny, maxx, maxy = result.bounds
+    for x, y, size in zip(rng.uniform(minx, maxx, 20), rng.uniform(miny, maxy, 20), rng.uniform(0.01, 2, 20)):
+        window = box(x, y, x + size, y + size)
+        lyr.SetSpatialFilterRect(*window.bounds)
+        found = {f.GetFID() for f in lyr}
+        assert found == {fid for fid, geom in geoms.items() if window.intersects(geom)}
+    lyr.SetSpatialFilter(None)
+    ds.StartTransaction()
+    for fid in list(geoms)[::3]:
+        assert lyr.DeleteFeature(fid) == 0
+    added = ogr.Feature(lyr.GetLayerDefn())
+    added.SetGeometry(ogr.CreateGeometryFromWkt("MULTILINESTRING ((100 50, 101 51))"))
+    assert lyr.CreateFeature(added) == 0
+    ds.CommitTransaction()
+    ds = None
+    with contextlib.closing(sqlite3.connect(result.path)) as db:
+        assert db.execute("SELECT rtreecheck('rtree_data_geom')").fetchone() == ("ok",)
+        assert db.execute("SELECT count(*) FROM data").fetchone() == db.execute(
+            "SELECT count(*) FROM rtree_data_geom").fetchone()
+        assert db.execute("SELECT id FROM rtree_data_geom WHERE minx >= 100").fetchall() == [(added.GetFID(),)]
