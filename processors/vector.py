@@ -9,7 +9,8 @@ Reusable by every vector dataset processor. The approach:
   envelopes at once (numpy): inside (every cell the envelope meets is covered), outside (every
   such cell is missed: dropped unread) and undecided (near the boundary's edge, a few percent).
 * The features inside are written whole: from a GeoPackage source by `gdal.VectorTranslate` with
-  their fid list (GDAL copies them, Multi* promotion included, without Python per feature); from
+  their fid list (GDAL copies them, Multi* promotion included, without Python per feature, in a
+  thread of its own while the undecided features below are tested: `_BackgroundCopy`); from
   other drivers, or when their parts must be exploded and checked one by one, through the writer
   below. Undecided features are read one by one (`GetFeature`) and tested as follows, so shapely
   only sees the geometry of features near the boundary (WKB in, WKB out).
@@ -58,8 +59,10 @@ import contextlib
 import logging
 import math
 import os
+import queue
 import shutil
 import sqlite3
+import threading
 import time
 import traceback
 import uuid
@@ -259,18 +262,18 @@ def clip_vector_to_gpkg(
             for plan in plans:
                 lyr = _ogr_layer(src_ds, source, plan.name)
                 copy_options = writer.whole_copy_options(lyr) if copies_by_fid else None
+                whole = plan.inside if copy_options is None else plan.inside[:0]
+                kept = _kept_features(lyr, whole, plan.undecided, bbox, tree, keep_whole, out_type, progress_)
                 if copy_options is not None:
-                    _copy_features(src_ds, lyr, plan.inside, dst_ds, layer_name, copy_options, progress_)
+                    with _BackgroundCopy(source, plan.name, plan.inside, dst_ds, layer_name, copy_options) as copy:
+                        kept = list(kept)  # decided while GDAL copies the features inside
+                        for copied in copy.chunks():
+                            progress_.step(copied)
                     counts.kept_whole += len(plan.inside)
                 writer.set_source(lyr.GetLayerDefn())
                 dst_ds.StartTransaction()
-                whole = plan.inside if copy_options is None else plan.inside[:0]
-                for feature, inside in _read_features(lyr, whole, plan.undecided, bbox):
-                    if inside:
-                        _write_whole(feature, feature.GetGeometryRef(), writer)
-                    else:
-                        _clip_ogr_feature(feature, tree, keep_whole, writer)
-                    progress_.step()
+                for feature, decision in kept:
+                    _write_kept(feature, decision, writer)
                 dst_ds.CommitTransaction()
             check()
             feature_count = dst.GetFeatureCount()
@@ -535,11 +538,11 @@ class _Progress:
                             f"clipping: {self.done}/{self.work} features done")
 
 
-def _copy_features(src_ds, lyr, fids: np.ndarray, dst_ds, layer_name: str, options: dict, progress: _Progress) -> None:
+def _copy_features(src_ds, lyr, fids: np.ndarray, dst_ds, layer_name: str, options: dict) -> Iterable[int]:
     """Append the features `fids` of `lyr` unchanged (but for `options`, e.g. the promotion to
     Multi*) to `layer_name` of `dst_ds`: one GDAL call per COPY_CHUNK features (the GeoPackage
-    evaluates the fid list), with progress and cancellation between calls (GDAL gives no
-    progress for a filtered GeoPackage layer)."""
+    evaluates the fid list), yielding the features copied after each, so that progress and
+    cancellation come between calls (GDAL gives no progress for a filtered GeoPackage layer)."""
     fid_column = _sql_identifier(lyr.GetFIDColumn() or "fid")
     lyr.SetSpatialFilter(None)
     try:
@@ -554,9 +557,68 @@ def _copy_features(src_ds, lyr, fids: np.ndarray, dst_ds, layer_name: str, optio
                 ok, error = 0, str(exc)
             if not ok:
                 raise ProcessorError(f"cannot copy the features inside the boundary: {error}")
-            progress.step(len(chunk))
+            yield len(chunk)
     finally:
         lyr.SetAttributeFilter(None)
+
+
+class _BackgroundCopy:
+    """`_copy_features` in a thread of its own, while the calling thread decides the features near
+    the boundary's edge (GDAL, and GEOS through shapely's ctypes calls, run without the GIL). The
+    thread reads the source through a dataset of its own (a GDAL dataset serves one thread at a
+    time) and writes `dst_ds`, which the calling thread leaves alone until the copy has ended.
+    Progress and cancellation stay in the calling thread: `chunks()` yields the features copied
+    by each GDAL call as they are done, and raises what the copy raised; leaving the context stops
+    the copy after its current GDAL call and waits for the thread."""
+
+    def __init__(self, source: Path, layer, fids: np.ndarray, dst_ds, layer_name: str, options: dict) -> None:
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(source, layer, fids, dst_ds, layer_name, options),
+                                        name="vector-copy", daemon=True)
+
+    def __enter__(self) -> "_BackgroundCopy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+        self._thread.join()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def chunks(self) -> Iterable[int]:
+        while (event := self._events.get()) is not None:
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+
+    def _run(self, source: Path, layer, fids: np.ndarray, dst_ds, layer_name: str, options: dict) -> None:
+        try:
+            src_ds = _ogr_open(source)
+            copies = _copy_features(src_ds, _ogr_layer(src_ds, source, layer), fids, dst_ds, layer_name, options)
+            with contextlib.closing(copies):  # ends with the layer's filter reset, before the dataset closes
+                for copied in copies:
+                    self._events.put(copied)
+                    if self._stop.is_set():
+                        break
+        except BaseException as exc:  # raised in the calling thread by chunks()
+            self._events.put(exc)
+        else:
+            self._events.put(None)
+
+
+def _kept_features(lyr, whole: np.ndarray, undecided: np.ndarray, bbox, tree: _PieceTree, keep_whole: bool,
+                   out_type: str, progress: _Progress) -> Iterable[tuple[Any, tuple | None]]:
+    """(feature, what to write of it: see `_clip_ogr_feature`) for the fids `whole` (written whole)
+    and `undecided` (tested) of `lyr`."""
+    for feature, inside in _read_features(lyr, whole, undecided, bbox):
+        if inside:
+            yield feature, (feature.GetGeometryRef(), False)
+        else:
+            yield feature, _clip_ogr_feature(feature, tree, keep_whole, out_type)
+        progress.step()
 
 
 def _read_features(lyr, whole: np.ndarray, undecided: np.ndarray, bbox) -> Iterable[tuple[Any, bool]]:
@@ -896,8 +958,9 @@ def _extent(geom) -> float:
     return max(maxx - minx, maxy - miny)
 
 
-def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writer) -> int:
-    """Clip one candidate OGR feature and write what is kept; returns the features written.
+def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, out_type: str):
+    """What to write of one candidate OGR feature: None (dropped), or (geometry, clipped): its own
+    geometry (clipped False, written whole) or its intersection with the boundary as `out_type`.
 
     Both modes keep the same set of features: those whose intersection with the boundary has the
     layer's dimension (a polygon sharing only an edge, or a line touching at a point, is dropped).
@@ -906,26 +969,37 @@ def _clip_ogr_feature(feature, tree: _PieceTree, keep_whole: bool, writer: _Writ
     that holds the feature's envelope (the whole boundary when none does)."""
     geom = feature.GetGeometryRef()
     if geom is None or geom.IsEmpty():
-        return 0
+        return None
     node = tree.locate(*geom.GetEnvelope())
     status = node.status
     if status == _OUT:
-        return 0
+        return None
     if status == _IN:
-        return _write_whole(feature, geom, writer)
+        return geom, False
     shp = wkb_loads(bytes(geom.ExportToWkb()))
     prepared = node.prepared
     if shp.is_empty or not prepared.intersects(shp):
-        return 0
+        return None
     if prepared.covers(shp):
-        return _write_whole(feature, geom, writer)
-    clipped = _normalise(_intersection(shp, node.piece), writer.out_type, min_size=SLIVER_TOLERANCE)
+        return geom, False
+    clipped = _normalise(_intersection(shp, node.piece), out_type, min_size=SLIVER_TOLERANCE)
     if clipped is None:
-        return 0
+        return None
     if keep_whole:
-        return _write_whole(feature, geom, writer)
-    writer.counts.clipped += 1
-    return writer.write(feature, ogr.CreateGeometryFromWkb(clipped.wkb))
+        return geom, False
+    return ogr.CreateGeometryFromWkb(clipped.wkb), True
+
+
+def _write_kept(feature, decision, writer: _Writer) -> None:
+    """Write what `_clip_ogr_feature` (or the sorting of envelopes) kept of `feature`."""
+    if decision is None:
+        return
+    geom, clipped = decision
+    if clipped:
+        writer.counts.clipped += 1
+        writer.write(feature, geom)
+    else:
+        _write_whole(feature, geom, writer)
 
 
 def _single_type(geometry_type: str) -> str:
