@@ -3,7 +3,7 @@
     .venv/bin/python bench/diagnose_processors.py raster Kenya|Brazil   # phases of clip_raster_to_cog
     .venv/bin/python bench/diagnose_processors.py files Kenya           # per file of 140 STORM stand-ins
     .venv/bin/python bench/diagnose_processors.py memory Brazil         # RSS per phase (set GDAL_CACHEMAX)
-    .venv/bin/python bench/diagnose_processors.py vector Kenya|Brazil   # cProfile of clip_vector_to_gpkg
+    .venv/bin/python bench/diagnose_processors.py vector Kenya|Brazil   # phases and cProfile of clip_vector_to_gpkg
 
 Uses the inputs cached by bench/build_inputs.py; monkeypatches only inside this process.
 """
@@ -146,19 +146,59 @@ def memory(name: str) -> None:
         print(f"  {label}: {(value - base) / 1e6:.1f} MB above base")
 
 
-def vector(name: str) -> None:
-    from processors.vector import clip_vector_to_gpkg
+def vector(name: str, repeat: int = 3) -> None:
+    """Seconds per phase of `clip_vector_to_gpkg` (medians of `repeat` clips, wall time: the copy
+    of the features inside runs in a thread of its own, alongside the edge tests), then a cProfile
+    of the calling thread."""
+    import processors.vector as V
 
     geom = B.load_boundaries([name])[name]
     OUT.mkdir(parents=True, exist_ok=True)
-    clip_vector_to_gpkg(B.ROADS_GPKG, layer=B.ROADS_LAYER, boundary=geom, destination=OUT / f"{name}.gpkg")
+    phases = {
+        "boundary pieces (_PieceTree)": (V, "_PieceTree"),
+        "candidates from the R*Tree": (V, "_candidate_envelopes"),
+        "grid sort of the envelopes": (V, "_BoundaryGrid"),
+        "GDAL copy of the features inside (its thread)": (V._BackgroundCopy, "_run"),
+        "edge features tested one by one": (V, "_clip_ogr_feature"),
+        "features written by the writer": (V, "_write_kept"),
+        "spatial index: boxes read": (V._PackedRtree, "envelopes"),
+        "spatial index: packed and written": (V._PackedRtree, "load"),
+        "the one fsync": (V, "_fsync"),
+    }
+    seconds = {k: [] for k in phases}
+    originals = {k: getattr(owner, attr) for k, (owner, attr) in phases.items()}
+
+    def timed(key, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                seconds[key][-1] += time.perf_counter() - t
+        return wrapper
+
+    for key, (owner, attr) in phases.items():
+        setattr(owner, attr, timed(key, originals[key]))
+    totals = []
+    try:
+        for i in range(repeat + 1):  # the first clip warms the process and the page cache
+            for v in seconds.values():
+                v.append(0.0)
+            t = time.perf_counter()
+            res = V.clip_vector_to_gpkg(B.ROADS_GPKG, layer=B.ROADS_LAYER, boundary=geom, destination=OUT / f"{name}.gpkg")
+            totals.append(time.perf_counter() - t)
+    finally:
+        for key, (owner, attr) in phases.items():
+            setattr(owner, attr, originals[key])
+    med = lambda xs: sorted(xs[1:])[len(xs[1:]) // 2]  # noqa: E731
+    print(f"{name}: total {med(totals):.3f} s (runs: {', '.join(f'{t:.3f}' for t in totals[1:])}), "
+          f"{res.candidates} candidates, {res.kept_whole} whole, {res.clipped} clipped, {res.tested} tested")
+    for key, v in seconds.items():
+        print(f"  {key}: {med(v):.3f} s")
     prof = cProfile.Profile()
-    t = time.perf_counter()
     prof.enable()
-    res = clip_vector_to_gpkg(B.ROADS_GPKG, layer=B.ROADS_LAYER, boundary=geom, destination=OUT / f"{name}.gpkg")
+    V.clip_vector_to_gpkg(B.ROADS_GPKG, layer=B.ROADS_LAYER, boundary=geom, destination=OUT / f"{name}.gpkg")
     prof.disable()
-    print(f"{name}: {time.perf_counter() - t:.2f} s under cProfile, {res.candidates} candidates, "
-          f"{res.kept_whole} whole, {res.clipped} clipped")
     pstats.Stats(prof).sort_stats("tottime").print_stats(14)
 
 

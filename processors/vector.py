@@ -725,32 +725,31 @@ def _pack_rtree(fids: np.ndarray, boxes: np.ndarray, node_size: int):
     """The nodes (number, blob), parents (node, parent node) and leaves (fid, node) of an R*Tree
     of `boxes` (float32 rows of minx, maxx, miny, maxy): sort-tile-recursive packing, level by
     level from the leaves (each level's entries sorted by x into vertical slices, each slice by y
-    into nodes); the root is node 1, as SQLite expects."""
+    into nodes). Nodes are numbered from 2 up, level by level, but the root, which SQLite expects
+    to be node 1."""
     capacity = (node_size - 4) // _RTREE_CELL.itemsize
-    levels = []  # bottom up: (groups of entry indices, entry boxes), one group per node
-    entries = boxes
+    nodes, parents, leaves = [], [], []
+    ids, entries, first, depth = fids, boxes, 2, 0
     while True:
         groups = _str_groups(entries, capacity)
-        levels.append((groups, entries))
+        order = np.concatenate(groups)
+        sizes = np.array([len(g) for g in groups])
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        numbers = np.array([1]) if len(groups) == 1 else first + np.arange(len(groups))
+        cells = np.empty(len(order), _RTREE_CELL)
+        cells["id"], cells["box"] = ids[order], entries[order]
+        raw = cells.tobytes()
+        for number, start, size in zip(numbers.tolist(), starts.tolist(), sizes.tolist()):
+            blob = np.array([depth if number == 1 else 0, size], ">u2").tobytes()
+            blob += raw[start * _RTREE_CELL.itemsize:(start + size) * _RTREE_CELL.itemsize]
+            nodes.append((number, blob + bytes(node_size - len(blob))))
+        (leaves if depth == 0 else parents).extend(zip(ids[order].tolist(), np.repeat(numbers, sizes).tolist()))
         if len(groups) == 1:
-            break
-        entries = np.array([(e[:, 0].min(), e[:, 1].max(), e[:, 2].min(), e[:, 3].max())
-                            for e in (entries[g] for g in groups)], dtype=np.float32)
-    first = [0] * len(levels)  # the number of each level's first node, root (top) first
-    number = 1
-    for depth in range(len(levels) - 1, -1, -1):
-        first[depth], number = number, number + len(levels[depth][0])
-    nodes, parents, leaves = [], [], []
-    for depth, (groups, entries) in enumerate(levels):
-        for i, group in enumerate(groups):
-            nodeno = first[depth] + i
-            children = fids[group] if depth == 0 else first[depth - 1] + group
-            cells = np.empty(len(group), _RTREE_CELL)
-            cells["id"], cells["box"] = children, entries[group]
-            blob = np.array([depth if nodeno == 1 else 0, len(group)], ">u2").tobytes() + cells.tobytes()
-            nodes.append((nodeno, blob + bytes(node_size - len(blob))))
-            (leaves if depth == 0 else parents).extend(zip(children.tolist(), [nodeno] * len(group)))
-    return nodes, parents, leaves
+            return nodes, parents, leaves
+        ordered = entries[order]
+        entries = np.column_stack([reduce.reduceat(ordered[:, i], starts) for i, reduce in
+                                   enumerate((np.minimum, np.maximum, np.minimum, np.maximum))])
+        ids, first, depth = numbers, first + len(groups), depth + 1
 
 
 def _str_groups(boxes: np.ndarray, capacity: int) -> list[np.ndarray]:
