@@ -191,6 +191,35 @@ class Backend:
             proc.stop()
 
 
+def parent_pid(pid: int) -> int:
+    """From /proc/<pid>/stat: "pid (comm) state ppid ..."."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def session_processes(sid: int) -> list[int]:
+    """The processes (not zombies) of session `sid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_session_ended(sid: int, timeout: float, output=lambda: "") -> None:
+    """Wait until no process of session `sid` is left (a stopped `autopkg` and all it started);
+    kill what is left and fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while session_processes(sid):
+        if time.monotonic() > deadline:
+            os.killpg(sid, signal.SIGKILL)
+            raise AssertionError(f"processes of session {sid} outlived its leader:\n{output()}")
+        time.sleep(0.05)
+
+
 def processor_states(status: dict) -> dict[str, str]:
     return {p["processor_name"]: p["job_status"] for p in status["job_group_processors"]}
 
@@ -211,6 +240,9 @@ def isolated_env(data_dir: Path, seeded_boundaries_db: Path) -> dict[str, str]:
         CCGAUTOPKG_DATA_DIR=str(data_dir),
         CCGAUTOPKG_INCLUDE_TEST_PROCESSORS="true",
         CCGAUTOPKG_TEST_PROCESSOR_SECONDS="0.5",
+        # One API process: the suite starts dozens of servers. The session's shared server and
+        # test_api's own test run the default (several).
+        CCGAUTOPKG_API_PROCESSES="1",
         PYTHONPATH=str(ROOT),
     )
     return env
@@ -251,6 +283,7 @@ def shared_served(tmp_path_factory, seeded_boundaries_db) -> Iterator[Backend]:
     boundaries or change settings use `served` / `backend` (their own data folder)."""
     data_dir = tmp_path_factory.mktemp("shared") / "data"
     b = Backend(data_dir, isolated_env(data_dir, seeded_boundaries_db))
+    del b.env["CCGAUTOPKG_API_PROCESSES"]  # the default: several API processes on one port
     b.serve()
     yield b
     b.stop()

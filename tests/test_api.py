@@ -1,14 +1,16 @@
 """The HTTP API of a real `autopkg serve` subprocess, driven only through HTTP."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
+from pathlib import Path
 
 import pytest
 from frictionless import validate
 
 from backend.cli import SERVE_WORKER_NICENESS
-from tests.conftest import processor_states
+from tests.conftest import parent_pid, processor_states, session_processes, wait_session_ended
 
 TEST = "test_processor.version_1"
 FAIL = "test_fail_processor.version_1"
@@ -276,3 +278,71 @@ def test_delete_package_refused_while_a_job_for_it_is_unfinished(backend):
     assert not (backend.data_dir / "packages/kenya").exists()
     assert backend.delete("/v1/packages/kenya").json() == {"detail": "Package kenya not found"}
     assert [p["boundary_name"] for p in backend.get("/v1/packages").json()] == []
+
+
+def test_api_processes_share_the_port_and_what_each_is_told(backend):
+    """`serve` with two API processes on one port: what one of them is told (an upload, a job) the
+    other answers about at once, since it lives in the database and the queue's storage; a stop
+    ends them all."""
+    backend.env["CCGAUTOPKG_API_PROCESSES"] = "2"
+    serve = backend.serve(workers=0)
+    api = [pid for pid in session_processes(serve.proc.pid) if parent_pid(pid) == serve.proc.pid
+           and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(api) == 2
+    first, second = _a_connection_to_each(backend.port, api)
+    square = {"type": "Polygon", "coordinates": [[[36.7, -1.4], [36.9, -1.4], [36.9, -1.2], [36.7, -1.2], [36.7, -1.4]]]}
+    status, created = _request(first, "POST", "/v1/boundaries?name=nairobi_square", square)
+    assert status == 201
+    assert created["name"] in [b["name"] for b in _request(second, "GET", "/v1/boundaries/search?name=nairobi_sq")[1]]
+    assert created["name"] in [b["name"] for b in _request(second, "GET", "/v1/boundaries/search?latitude=-1.3&longitude=36.8")[1]]
+    status, job = _request(second, "POST", "/v1/jobs", {"boundary_name": "nairobi_square", "processors": [TEST]})
+    assert status == 202
+    status, body = _request(first, "GET", f"/v1/jobs/{job['job_id']}")
+    assert status == 200 and body["job_group_state"] == "PENDING"  # no worker: it waits in the queue
+    first.close(), second.close()
+    serve.stop()
+    wait_session_ended(serve.proc.pid, 20, serve.output)
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"content-type": "application/json"} if body is not None else {})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def _a_connection_to_each(port: int, pids: list[int], tries: int = 200) -> list[http.client.HTTPConnection]:
+    """A keep-alive connection answered by each of the processes `pids` (in that order): new
+    connections until each process has accepted one (its socket is among its open files)."""
+    owned: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(tries):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        assert _request(conn, "GET", "/v1/liveness")[0] == 200  # answered: accepted by one of them
+        inode = _socket_inode(port, conn.sock.getsockname()[1])
+        owner = next(pid for pid in pids if f"socket:[{inode}]" in _open_files(pid))
+        if owner in owned:
+            conn.close()
+        else:
+            owned[owner] = conn
+        if len(owned) == len(pids):
+            return [owned[pid] for pid in pids]
+    raise AssertionError(f"{tries} connections were all accepted by {list(owned)}")
+
+
+def _socket_inode(server_port: int, client_port: int) -> str:
+    """The inode of the server's end of the loopback connection from `client_port`."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == server_port and int(fields[2].split(":")[1], 16) == client_port:
+            return fields[9]
+    raise AssertionError(f"no connection from port {client_port} to {server_port}")
+
+
+def _open_files(pid: int) -> set[str]:
+    files = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            files.add(os.readlink(fd))
+        except OSError:
+            continue  # closed meanwhile
+    return files

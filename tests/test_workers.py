@@ -12,7 +12,7 @@ import pytest
 
 from backend.jobs import make_huey
 from backend.settings import Settings
-from tests.conftest import ROOT, free_port, processor_states
+from tests.conftest import ROOT, free_port, parent_pid, processor_states, wait_session_ended
 
 TEST = "test_processor.version_1"
 FAIL = "test_fail_processor.version_1"
@@ -64,12 +64,7 @@ def test_one_job_runs_on_two_worker_processes_sharing_redis(backend, redis_url):
     entry = backend.wait_provenance("kenya", job_id)
     # each processor ran in a worker process forked by one of the two `autopkg worker`s, and both took part
     pids = {p["worker"]["pid"] for p in entry["processors"].values()}
-    assert {_parent_pid(pid) for pid in pids} == {w.proc.pid for w in workers}
-
-
-def _parent_pid(pid: int) -> int:
-    """From /proc/<pid>/stat: "pid (comm) state ppid ..."."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert {parent_pid(pid) for pid in pids} == {w.proc.pid for w in workers}
 
 
 # `autopkg` with a stop signal sent to itself right after its first fork (`serve`: the worker child;
@@ -101,29 +96,12 @@ def _stopped_at_first_fork(env: dict[str, str], args: list[str], sig: signal.Sig
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise AssertionError(f"still running {STOP_TIMEOUT} s after {sig.name}:\n{log.read_text()}") from None
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while _session_alive(proc.pid):  # the children it forked are stopped before it exits
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"processes of its session outlived it:\n{log.read_text()}")
-        time.sleep(0.05)
+    wait_session_ended(proc.pid, STOP_TIMEOUT, lambda: log.read_text())
     return proc
 
 
 #: How long a stop may take: the worker child of `serve` is a fresh interpreter still importing.
 STOP_TIMEOUT = 20
-
-
-def _session_alive(sid: int) -> bool:
-    """Whether a process (not a zombie) of session `sid` is left."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[3]) == sid and fields[0] != "Z":
-            return True
-    return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
