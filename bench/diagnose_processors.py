@@ -34,9 +34,9 @@ def rss() -> int:
 
 def raster(name: str, repeat: int = 3) -> None:
     """Seconds per phase of `clip_raster_to_cog` (medians of `repeat` clips; the phases of
-    bench_processors.RASTER_PHASES): a window larger than a strip is read and masked in strips,
-    READ_THREADS threads decoding the touched source tiles (their decoding summed over them), this
-    thread making the mask and writing the temporary GTiff, then copied by the COG driver; a window
+    bench_processors.RASTER_PHASES): a window larger than a strip is masked and read in strips by
+    READ_THREADS threads (mask and decoding summed over them), this thread writing the temporary
+    GTiff, then copied by the COG driver; a window
     in one strip is read, masked and made into the COG in memory. The read-only floor reads the
     whole window in one thread, in the same strips."""
     from bench_processors import RASTER_PHASES, timed_phases
@@ -60,7 +60,7 @@ def raster(name: str, repeat: int = 3) -> None:
     labels = {
         "strips_s": "strips: read + mask + temporary GTiff (wall)",
         "phase_read_s": f"  decoding the touched tiles (summed over {R.READ_THREADS} threads for strips)",
-        "mask_s": "  polygon mask",
+        "mask_s": f"  polygon mask (summed over {R.READ_THREADS} threads for strips)",
         "cog_s": "COG driver's copy (ZSTD + predictor, every level; wall)",
         "memory_s": "COG from memory (one-strip window: MEM + overviews + the copy)",
     }

@@ -12,7 +12,7 @@ Reusable by every raster dataset processor. The approach:
   source's tiles ends on one, so that no tile is decoded twice), so memory stays bounded whatever
   the window size. Cancellation is checked between strips.
 * **Pixel-centre rule, one per boundary.** A pixel is kept when its centre lies inside the
-  polygon (GDAL's rasterize with `all_touched=False`, via `rasterio.features.geometry_mask`);
+  polygon (GDAL's rasterize, `RasterizeLayer` without ALL_TOUCHED, see `_outside_mask`);
   every other pixel of the window is set to nodata, in all bands. The window holds exactly the
   pixels whose centres lie within the polygon's bounding box. When a side of the boundary (see
   Antimeridian; the whole boundary when it is not split) has *no* pixel centre inside (smaller
@@ -105,10 +105,9 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
-from rasterio.features import geometry_mask
 from rasterio.windows import Window
-from osgeo import gdal, gdal_array  # the same system libgdal as rasterio: its block cache is the one rasterio uses
-from shapely.geometry import MultiPolygon, Polygon, box, mapping
+from osgeo import gdal, gdal_array, ogr, osr  # the same system libgdal as rasterio: its block cache is the one rasterio uses
+from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.wkb import loads as wkb_loads
 
 from processors.errors import NoDataForBoundary, ProcessorError, SourceCorrupt, SourceUnavailable
@@ -330,6 +329,7 @@ class _GridPlan:
     """What a boundary needs on one grid (CRS, transform, size): one `_Side` per antimeridian side
     that overlaps the raster, and the pixel masks of windows that fit in one strip."""
 
+    wkt: str  # the grid's CRS
     sides: list["_Side"]
     masks: dict[tuple[int, bool], np.ndarray]
 
@@ -475,7 +475,7 @@ class BoundaryClipper:
         plan = self._grids.get(key)
         if plan is None:
             sides = [_Side(part, geom, tight, outer) for part, geom, tight, outer in _plan(src, self.boundary)]
-            plan = self._grids[key] = _GridPlan(sides=sides, masks={})
+            plan = self._grids[key] = _GridPlan(wkt=src.wkt, sides=sides, masks={})
         return plan
 
     def _mask(self, plan: _GridPlan, side_index: int, side: _Side, window: Window, transform: Affine,
@@ -485,8 +485,7 @@ class BoundaryClipper:
         key = (side_index, all_touched)
         mask = plan.masks.get(key)
         if mask is None:
-            mask = geometry_mask([mapping(side.geom)], out_shape=(int(window.height), int(window.width)),
-                                 transform=transform, all_touched=all_touched, invert=False)
+            mask = _outside_mask(side.geom.wkb, plan.wkt, int(window.height), int(window.width), transform, all_touched)
             if self._mask_bytes + mask.nbytes <= MASK_CACHE_BYTES:
                 plan.masks[key] = mask
                 self._mask_bytes += mask.nbytes
@@ -881,6 +880,27 @@ def _cog_from_memory(data: np.ndarray, src, indexes, transform: Affine, nodata, 
     _copy_to_cog(mem, path, options)
 
 
+def _outside_mask(boundary_wkb: bytes, wkt: str, rows: int, cols: int, transform: Affine, all_touched: bool) -> np.ndarray:
+    """True for the pixels of a `rows` x `cols` grid at `transform` (CRS `wkt`) outside the polygon
+    (`boundary_wkb`, in that CRS): GDAL's RasterizeLayer of the polygon, pixel centres (or every
+    pixel touched), burnt straight into the mask. Every call has its own OGR layer, so reading
+    threads can each make their own (rasterio's rasterize, in such threads, warned of a missing
+    geotransform); the same pixels as rasterio's geometry_mask, about a third faster on Brazil."""
+    outside = np.ones((rows, cols), dtype=np.uint8)
+    raster = gdal_array.OpenArray(outside)  # a MEM dataset on the array itself
+    raster.SetGeoTransform(transform.to_gdal())
+    raster.SetProjection(wkt)
+    vector = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = vector.CreateLayer("boundary", srs=osr.SpatialReference(wkt=wkt), geom_type=ogr.wkbUnknown)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkb(boundary_wkb))
+    layer.CreateFeature(feature)
+    if gdal.RasterizeLayer(raster, [1], layer, burn_values=[0], options=["ALL_TOUCHED=TRUE"] if all_touched else []) != 0:
+        raise ProcessorError(f"cannot rasterize the boundary: {gdal.GetLastErrorMsg()}")
+    raster = feature = layer = vector = None
+    return outside.view(bool)
+
+
 def _blocks_with_inside(outside: np.ndarray, row_edges: list[int], col_edges: list[int]) -> np.ndarray:
     """(blocks down, blocks across): True for the blocks, starting at those edges, that hold a
     pixel inside the polygon."""
@@ -931,12 +951,15 @@ class _MaskedStrip:
     overview_rows: list[tuple[int, np.ndarray]]  # per overview level: (first row, rows), see _NearestOverviews
 
 
-def _read_strip(handles: queue.SimpleQueue, strip: Window, row0: int, outside: np.ndarray, indexes, fill: np.ndarray,
-                overviews: _NearestOverviews | None) -> _MaskedStrip:
-    """Runs in a reading thread, with a dataset handle of its own taken from `handles`. Only
-    the output tiles with a pixel inside are kept of the mask (it goes with this call)."""
+def _read_strip(handles: queue.SimpleQueue, boundary_wkb: bytes, all_touched: bool, strip: Window, row0: int, indexes,
+                fill: np.ndarray, overviews: _NearestOverviews | None) -> _MaskedStrip:
+    """Runs in a reading thread, with a dataset handle of its own taken from `handles`: the
+    strip's mask, its pixels, the output tiles with a pixel inside (the mask goes with this
+    call) and its overview rows."""
     src = handles.get()
     try:
+        outside = _outside_mask(boundary_wkb, src.wkt, int(strip.height), int(strip.width), src.window_transform(strip),
+                                all_touched)
         data = _read_masked(src, indexes, strip, outside, fill)
     finally:
         handles.put(src)
@@ -995,7 +1018,7 @@ def _write_strips(
     overviews: _NearestOverviews | None, overview_resampling: str, report, check,
 ) -> int:
     """Masked window, with its overviews, written to an uncompressed tiled GTiff at `path`;
-    returns pixels kept. READ_THREADS threads read and mask the strips (each with its own
+    returns pixels kept. READ_THREADS threads mask and read the strips (each with its own
     dataset handle, see the module docstring) while this thread writes them in order; tiles with
     no pixel inside are not written (SPARSE_OK: they read as nodata)."""
     width, height = int(window.width), int(window.height)
@@ -1026,7 +1049,7 @@ def _write_strips(
     for handle in extra:
         handles.put(handle)
     fill = np.array(nodata, dtype=dtype)
-    geoms = [mapping(geom)]
+    boundary_wkb = geom.wkb
     inside_total = 0
     last_report = time.monotonic()
     try:
@@ -1036,12 +1059,8 @@ def _write_strips(
 
             def read_ahead() -> None:  # keeps every reading thread busy while this one writes
                 while len(pending) < READ_THREADS and (strip := next(strips, None)) is not None:
-                    # the mask in this thread: rasterio's rasterize, in a thread where GDAL's
-                    # error handlers were pushed and popped, warned of a missing geotransform
-                    outside = geometry_mask(geoms, out_shape=(int(strip.height), width), transform=src.window_transform(strip),
-                                            all_touched=all_touched, invert=False)
-                    pending.append(pool.submit(_read_strip, handles, strip, int(strip.row_off - window.row_off), outside,
-                                               indexes, fill, overviews))
+                    pending.append(pool.submit(_read_strip, handles, boundary_wkb, all_touched, strip,
+                                               int(strip.row_off - window.row_off), indexes, fill, overviews))
 
             try:
                 read_ahead()

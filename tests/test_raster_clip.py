@@ -459,7 +459,7 @@ def test_a_damaged_tile_read_by_a_reading_thread_raises_and_leaves_nothing(tmp_p
         f.write(os.urandom(size))
     read = []
     real = raster._read_strip
-    monkeypatch.setattr(raster, "_read_strip", lambda *a, **k: (read.append(a[1]), real(*a, **k))[1])
+    monkeypatch.setattr(raster, "_read_strip", lambda *a, **k: (read.append(a[3]), real(*a, **k))[1])
     out_dir = tmp_path / "out"
     with pytest.raises(SourceUnavailable, match="src.tif"):
         clip_raster_to_cog(source, boundary=box(-170.1, -80.1, 170.1, 80.1), destination=out_dir / "clip.tif",
