@@ -284,9 +284,9 @@ class RasterCatalogueProcessor(Processor):
             # Same grid as the first file, which the boundary misses: no need to fetch it.
             return write_nodata_cog(empty_template, boundary=clipper.boundary, destination=destination,
                                     tags=self._tags(src, context), compress=self.compress)
-        if download is not None:
-            download.result()  # its failure is this file's
-        return self._clip_healing(src, context, clipper, destination, None, check)[1]
+        # the prefetched file is verified already: its failure is this file's, its path the one to clip
+        tif = download.result() if download is not None else None
+        return self._clip_healing(src, context, clipper, destination, None, check, obtained=tif)[1]
 
     def _obtain(self, src: RasterSource, context: ProcessorContext, span, check) -> Path:
         """The verified GeoTIFF of `src` from the source cache (fetched, extracted as needed)."""
@@ -303,13 +303,14 @@ class RasterCatalogueProcessor(Processor):
                                      validate=check_raster, progress=span, check_cancelled=check)
 
     def _clip_healing(self, src: RasterSource, context: ProcessorContext, clipper: BoundaryClipper,
-                      destination: Path, span, check) -> tuple[Path, RasterClipResult]:
+                      destination: Path, span, check, obtained: Path | None = None) -> tuple[Path, RasterClipResult]:
         """The source GeoTIFF and `src` clipped (an all-nodata raster when no pixel of it lies in
         the boundary); a source that passed its checks but fails while being read is discarded
         from the cache and fetched again, once (then the failure is reported). `span`: the
-        file's share of the job's percent, or None for no progress reports (in a thread)."""
+        file's share of the job's percent, or None for no progress reports (in a thread);
+        `obtained`: the file a prefetch already got from the cache (not looked up twice)."""
         for attempt in (1, 2):
-            tif = self._obtain(src, context, span, check)
+            tif = obtained if attempt == 1 and obtained is not None else self._obtain(src, context, span, check)
             tags = self._tags(src, context)
             if span is not None:
                 context.progress(span[1], f"clipping {src.filename}")

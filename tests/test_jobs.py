@@ -73,7 +73,7 @@ def test_status_from_reads_leaves_recording_a_finished_job_to_status(fresh_queue
     fresh_queue.huey.immediate = False
     job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST])
     assert fresh_queue.status_from_reads(job_id)["job_group_state"] == "PENDING"
-    fresh_queue._run_processor(job_id, TEST)  # the provenance task is left in the queue
+    fresh_queue._produce(job_id, TEST)  # the run, then its worker died before the job's provenance
     assert fresh_queue.status_from_reads(job_id) is None
     assert not fresh_queue._get(f"job:{job_id}").get("provenance_recorded")
     (entry,) = fresh_queue.packages.read_provenance("gambia").values()
@@ -82,6 +82,23 @@ def test_status_from_reads_leaves_recording_a_finished_job_to_status(fresh_queue
     (entry,) = fresh_queue.packages.read_provenance("gambia").values()
     assert entry["job_id"] == job_id and entry["finished"] and fresh_queue._get(f"job:{job_id}")["provenance_recorded"]
     assert fresh_queue.status_from_reads(job_id) == fresh_queue.status(job_id)
+
+
+def test_the_last_processor_task_records_the_jobs_provenance_without_the_provenance_task(fresh_queue):
+    fresh_queue.huey.immediate = False  # enqueue only: the test runs the processor tasks, not the chord
+    job_id = fresh_queue.submit(boundary_name="gambia", processors=[TEST, ADMIN1])
+    fresh_queue._run_processor(job_id, TEST)
+    assert not fresh_queue._get(f"job:{job_id}").get("provenance_recorded")  # ADMIN1 still pending
+    assert "finished" not in fresh_queue.packages.read_provenance("gambia")[_key(fresh_queue, job_id)]
+    fresh_queue._run_processor(job_id, ADMIN1)
+    assert fresh_queue._get(f"job:{job_id}")["provenance_recorded"]
+    entry = fresh_queue.packages.read_provenance("gambia")[_key(fresh_queue, job_id)]
+    assert entry["finished"] and set(entry["processors"]) == {TEST, ADMIN1}
+    assert fresh_queue.status_from_reads(job_id)["job_group_state"] == "COMPLETE"
+
+
+def _key(queue: JobQueue, job_id: str) -> str:
+    return f"{queue._get(f'job:{job_id}')['created']} {job_id}"
 
 
 def test_a_boundary_setup_without_heartbeat_fails_its_pending_processors_for_good(fresh_queue):

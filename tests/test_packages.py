@@ -160,13 +160,14 @@ def test_two_versions_of_a_dataset_are_two_resources(store, work):
     assert [r["name"] for r in store.read_datapackage("gambia")["resources"]] == ["roads-version_1", "roads-version_2"]
 
 
-@pytest.mark.parametrize("bad_name", ["../outside.csv", "/etc/hostname", "missing.csv", "sub/inner.csv"])
+@pytest.mark.parametrize("bad_name", ["../outside.csv", "/etc/hostname", "missing.csv", "sub/inner.csv", "link.csv", "."])
 def test_output_outside_the_output_folder_is_refused_and_package_unchanged(store, work, bad_name):
     install(store, Nightlights, work)
     before = (store.root / "gambia" / "datapackage.json").read_bytes()
     out = work / "out"
     (out / "sub").mkdir(parents=True)
     (out / "sub" / "inner.csv").write_text("inner")
+    (out / "link.csv").symlink_to(out / "sub" / "inner.csv")  # a link, even to a file of the folder
     (work / "outside.csv").write_text("outside")
     roads = make_processor("roads")
 
