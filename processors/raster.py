@@ -8,9 +8,9 @@ Reusable by every raster dataset processor. The approach:
   resampled.
 * **Only the window is read.** The window is the boundary's bounding box snapped to the source
   grid and clipped to the raster's extent. A window larger than `strip_bytes` is read in strips
-  of whole rows (STRIPS_IN_MEMORY of them share `strip_bytes`; a strip that can hold a row of the
-  source's tiles ends on one, so that no tile is decoded twice), so memory stays bounded whatever
-  the window size. Cancellation is checked between strips.
+  of whole rows of the source's tiles (STRIPS_IN_MEMORY of them share `strip_bytes`, a strip holds
+  at least one row of tiles: no tile is decoded twice), so memory stays bounded whatever the
+  window size. Cancellation is checked between strips.
 * **Pixel-centre rule, one per boundary.** A pixel is kept when its centre lies inside the
   polygon (GDAL's rasterize, `RasterizeLayer` without ALL_TOUCHED, see `_outside_mask`);
   every other pixel of the window is set to nodata, in all bands. The window holds exactly the
@@ -63,7 +63,8 @@ Reusable by every raster dataset processor. The approach:
   strip's mask and writes the finished strips in order (a damaged tile still raises
   `SourceUnavailable`, tested). Brazil's 5364x4681 window: 0.43 -> 0.24-0.28 s.
 * **Memory.** The clipper itself holds at most STRIPS_IN_MEMORY strips (together `strip_bytes`,
-  16 MiB by default; a strip's mask only while it is read) and their overview rows. GDAL's
+  16 MiB by default, or STRIPS_IN_MEMORY rows of source tiles for a window so wide that one row
+  of them is larger; a strip's mask only while it is read) and their overview rows. GDAL's
   process-wide block cache (GDAL_CACHEMAX, 5 % of RAM by default) would also keep
   decoded source blocks and written blocks that are never used again: while a clip runs, the cache
   is lowered to CLIP_CACHE_BYTES (4 MiB; never raised) and restored afterwards. Measured on
@@ -704,18 +705,17 @@ def _window(bounds, transform: Affine, width: int, height: int, *, centres: bool
 
 
 def _strips(window: Window, src, bands: int, strip_bytes: int, strip_rows: int | None) -> Iterator[Window]:
-    """Strips of whole rows of `window`, of `strip_rows` rows or else of at most
-    strip_bytes / STRIPS_IN_MEMORY bytes each (all bands). A strip that can hold a row of the
-    source's blocks (tiles) ends on a row of blocks, so that no block is decoded twice."""
+    """Strips of whole rows of `window`, of `strip_rows` rows, or else whole rows of the source's
+    blocks (tiles), as many as fit in strip_bytes / STRIPS_IN_MEMORY bytes (all bands) but at
+    least one: a strip ends on a row of blocks, so that no block is decoded twice (a window so
+    wide that one row of blocks exceeds the budget is still read a row of blocks at a time)."""
     height = int(window.height)
     first = 0
     if strip_rows is None:
         row_bytes = max(1, int(window.width) * bands * np.dtype(src.dtypes[0]).itemsize)
-        strip_rows = max(1, strip_bytes // STRIPS_IN_MEMORY // row_bytes)
         block_rows = src.block_shapes[0][0]
-        if strip_rows >= block_rows:
-            strip_rows -= strip_rows % block_rows
-            first = -int(window.row_off) % block_rows  # rows above the first whole row of blocks
+        strip_rows = max(block_rows, strip_bytes // STRIPS_IN_MEMORY // row_bytes // block_rows * block_rows)
+        first = -int(window.row_off) % block_rows  # rows above the first whole row of blocks
     edges = ([0] if first else []) + list(range(first, height, strip_rows)) + [height]
     for top, bottom in zip(edges, edges[1:]):
         yield Window(window.col_off, window.row_off + top, window.width, bottom - top)

@@ -327,22 +327,31 @@ def test_clipper_refuses_a_source_in_an_unexpected_crs(tmp_path):
     assert not (tmp_path / "out.tif").exists()
 
 
-def test_strip_size_follows_the_byte_budget(tmp_path, monkeypatch):
+@pytest.mark.parametrize("block_rows_per_strip", [2, 1])
+def test_strips_follow_the_byte_budget_in_whole_rows_of_source_tiles(tmp_path, monkeypatch, block_rows_per_strip):
+    """The strips in memory at once share the budget, in whole rows of the source's 256-row
+    tiles (so no tile is decoded twice); a budget smaller than one row of tiles still gives one
+    row of tiles per strip."""
     import processors.raster as raster
 
-    source = synthetic_raster(tmp_path / "src.tif")
+    source = synthetic_raster(tmp_path / "src.tif", width=2880, height=2880)  # 0.125 x 0.0625 degrees
     seen = []
     real = raster._strips
 
     def spy(*args, **kwargs):
         for w in real(*args, **kwargs):
-            seen.append(int(w.height))
+            seen.append(w)
             yield w
 
     monkeypatch.setattr(raster, "_strips", spy)
-    result = clip_raster_to_cog(source, boundary=BOUNDARY, destination=tmp_path / "clip.tif", strip_bytes=6000)
-    width = result.shape[1]  # the strips in memory at once share the budget
-    assert max(seen) == 6000 // raster.STRIPS_IN_MEMORY // (width * 2) > 1 and sum(seen) == result.shape[0]
+    boundary = box(-170.1, -80.1, 170.1, 80.1)
+    width = 2722  # pixel centres in the box
+    budget = raster.STRIPS_IN_MEMORY * block_rows_per_strip * 256 * width * 2 if block_rows_per_strip > 1 else 1000
+    result = clip_raster_to_cog(source, boundary=boundary, destination=tmp_path / "clip.tif", strip_bytes=budget)
+    assert result.shape[1] == width and len(seen) > 2
+    assert sum(int(w.height) for w in seen) == result.shape[0]
+    assert max(int(w.height) for w in seen) == block_rows_per_strip * 256
+    assert all((int(w.row_off) + int(w.height)) % 256 == 0 for w in seen[:-1])
 
 
 def test_multiband_source_masks_every_band(tmp_path):
