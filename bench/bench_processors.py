@@ -561,8 +561,9 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
                  f"{max(0.0, r['translate_s'] - r['spat_s']):.3f} s is -clipsrc (GEOS intersection of every candidate "
                  f"with the unprepared boundary); ours spends {r['ours_s']:.3f} s, "
                  f"{r['ours_s'] / max(r['candidates'], 1) * 1e6:.1f} us per candidate: the candidates' R*Tree boxes "
-                 f"sorted at once by a grid of the boundary, the features inside copied by GDAL, "
-                 f"{r['tested']:,} near the boundary's edge tested one by one ({r['clipped']:,} clipped).")
+                 f"sorted at once by a grid of the boundary, the features inside copied by GDAL in a thread of its "
+                 f"own while {r['tested']:,} near the boundary's edge are tested one by one ({r['clipped']:,} "
+                 f"clipped), the output's R*Tree packed from the features' boxes in one pass.")
     L.append("- details per phase and per call: `.venv/bin/python bench/diagnose_processors.py raster|memory|vector "
              "<boundary>`, per file of a multi-file dataset: `... diagnose_processors.py files Kenya`")
     return "\n".join(L) + "\n"

@@ -216,7 +216,6 @@ def clip_vector_to_gpkg(
         with open_layer(name) as s:
             if (s.crs_wkt or "") != crs_wkt:
                 raise SourceUnavailable(f"layer {name!r} of {source} is not in the CRS of layer {layer!r}")
-    tree = _PieceTree(clip_geom)
 
     report(0.0, "finding candidate features")
     src_ds = _ogr_open(source)
@@ -259,17 +258,23 @@ def clip_vector_to_gpkg(
             writer = _Writer(dst_ds, dst, out_type, explode, counts)
             progress_ = _Progress(report, check, work)
             report(1.0, f"clipping {total} candidate features")
+            tree = None
             for plan in plans:
                 lyr = _ogr_layer(src_ds, source, plan.name)
                 copy_options = writer.whole_copy_options(lyr) if copies_by_fid else None
                 whole = plan.inside if copy_options is None else plan.inside[:0]
-                kept = _kept_features(lyr, whole, plan.undecided, bbox, tree, keep_whole, out_type, progress_)
+                copy = None
                 if copy_options is not None:
-                    with _BackgroundCopy(source, plan.name, plan.inside, dst_ds, layer_name, copy_options) as copy:
+                    copy = _BackgroundCopy(source, plan.name, plan.inside, dst_ds, layer_name, copy_options)
+                with copy or contextlib.nullcontext():
+                    if tree is None:  # while GDAL copies
+                        tree = _PieceTree(clip_geom)
+                    kept = _kept_features(lyr, whole, plan.undecided, bbox, tree, keep_whole, out_type, progress_)
+                    if copy is not None:
                         kept = list(kept)  # decided while GDAL copies the features inside
                         for copied in copy.chunks():
                             progress_.step(copied)
-                    counts.kept_whole += len(plan.inside)
+                        counts.kept_whole += len(plan.inside)
                 writer.set_source(lyr.GetLayerDefn())
                 dst_ds.StartTransaction()
                 for feature, decision in kept:
