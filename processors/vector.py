@@ -656,7 +656,8 @@ class _PackedRtree:
     127,000 roads; GDAL >= 3.7 bulk-loads its index this way itself). Meanwhile the insert trigger
     is dropped, so that the features written do not go into the tree one by one; `load` puts it
     back as GDAL wrote it. The boxes stored are those SQLite stores for the same values (float32
-    rounded outward), so queries answer as with GDAL's own index."""
+    rounded outward), so queries answer as with GDAL's own index. Memory: the fids and boxes of
+    the features written, and one level of cells at a time (rows go to SQLite as they are made)."""
 
     def __init__(self, ds, table: str, column: str) -> None:
         self.table, self.column = table, column
@@ -694,18 +695,27 @@ class _PackedRtree:
 
     def load(self, path: Path, fids: np.ndarray, boxes: np.ndarray) -> None:
         """Write the tree of `boxes` into the closed GeoPackage `path` and put the trigger back."""
-        node, parent, rowid = (_sql_identifier(f"{self.rtree}_{s}") for s in ("node", "parent", "rowid"))
+        node = _sql_identifier(f"{self.rtree}_node")
         with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
             db.execute("PRAGMA synchronous = OFF")  # the caller syncs the file once
             db.execute("BEGIN")
             (node_size,), = db.execute(f"SELECT length(data) FROM {node} WHERE nodeno = 1")
             if len(fids):
-                nodes, parents, leaves = _pack_rtree(fids, _rtree_boxes(boxes), node_size)
-                db.executemany(f"INSERT OR REPLACE INTO {node} (nodeno, data) VALUES (?, ?)", nodes)
-                db.executemany(f"INSERT INTO {parent} (nodeno, parentnode) VALUES (?, ?)", parents)
-                db.executemany(f"INSERT INTO {rowid} (rowid, nodeno) VALUES (?, ?)", leaves)
+                self._write_levels(db, fids, boxes, node_size)
             db.execute(self.insert_trigger[0])
             db.execute("COMMIT")
+
+    def _write_levels(self, db, fids: np.ndarray, boxes: np.ndarray, node_size: int) -> None:
+        node, parent, rowid = (_sql_identifier(f"{self.rtree}_{s}") for s in ("node", "parent", "rowid"))
+        capacity = (node_size - 4) // _RTREE_CELL.itemsize
+        for depth, numbers, sizes, cells in _rtree_levels(fids, _rtree_boxes(boxes), capacity):
+            ends = np.cumsum(sizes)
+            blobs = (_rtree_node(depth if number == 1 else 0, cells[start:end], node_size)
+                     for number, start, end in zip(numbers.tolist(), (ends - sizes).tolist(), ends.tolist()))
+            db.executemany(f"INSERT OR REPLACE INTO {node} (nodeno, data) VALUES (?, ?)", zip(numbers.tolist(), blobs))
+            # each cell's rowid (in a leaf) or child node, and the node that holds it
+            links = parent if depth else rowid
+            db.executemany(f"INSERT INTO {links} VALUES (?, ?)", _pairs(cells["id"], np.repeat(numbers, sizes)))
 
 
 #: SQLite's R*Tree rounding of a double to the float32 it stores (rtree.c RNDTOWARDS, RNDAWAY).
@@ -726,35 +736,39 @@ def _rtree_boxes(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pack_rtree(fids: np.ndarray, boxes: np.ndarray, node_size: int):
-    """The nodes (number, blob), parents (node, parent node) and leaves (fid, node) of an R*Tree
-    of `boxes` (float32 rows of minx, maxx, miny, maxy): sort-tile-recursive packing, level by
-    level from the leaves (each level's entries sorted by x into vertical slices, each slice by y
-    into nodes). Nodes are numbered from 2 up, level by level, but the root, which SQLite expects
-    to be node 1."""
-    capacity = (node_size - 4) // _RTREE_CELL.itemsize
-    nodes, parents, leaves = [], [], []
+def _rtree_levels(fids: np.ndarray, boxes: np.ndarray, capacity: int) -> Iterable[tuple]:
+    """The levels of an R*Tree of `boxes` (float32 rows of minx, maxx, miny, maxy), leaves first:
+    (depth, node numbers, cells per node, cells: child ids and boxes in node order).
+    Sort-tile-recursive packing, level by level from the leaves (each level's entries sorted by x
+    into vertical slices, each slice by y into nodes of at most `capacity` cells). Nodes are
+    numbered from 2 up, level by level, but the root, which SQLite expects to be node 1."""
     ids, entries, first, depth = fids, boxes, 2, 0
     while True:
         groups = _str_groups(entries, capacity)
         order = np.concatenate(groups)
         sizes = np.array([len(g) for g in groups])
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         numbers = np.array([1]) if len(groups) == 1 else first + np.arange(len(groups))
-        cells = np.empty(len(order), _RTREE_CELL)
-        cells["id"], cells["box"] = ids[order], entries[order]
-        raw = cells.tobytes()
-        for number, start, size in zip(numbers.tolist(), starts.tolist(), sizes.tolist()):
-            blob = np.array([depth if number == 1 else 0, size], ">u2").tobytes()
-            blob += raw[start * _RTREE_CELL.itemsize:(start + size) * _RTREE_CELL.itemsize]
-            nodes.append((number, blob + bytes(node_size - len(blob))))
-        (leaves if depth == 0 else parents).extend(zip(ids[order].tolist(), np.repeat(numbers, sizes).tolist()))
-        if len(groups) == 1:
-            return nodes, parents, leaves
         ordered = entries[order]
+        cells = np.empty(len(order), _RTREE_CELL)
+        cells["id"], cells["box"] = ids[order], ordered
+        yield depth, numbers, sizes, cells
+        if len(groups) == 1:
+            return
+        starts = np.cumsum(sizes) - sizes
         entries = np.column_stack([reduce.reduceat(ordered[:, i], starts) for i, reduce in
                                    enumerate((np.minimum, np.maximum, np.minimum, np.maximum))])
         ids, first, depth = numbers, first + len(groups), depth + 1
+
+
+def _rtree_node(depth: int, cells: np.ndarray, node_size: int) -> bytes:
+    blob = np.array([depth, len(cells)], ">u2").tobytes() + cells.tobytes()
+    return blob + bytes(node_size - len(blob))
+
+
+def _pairs(a: np.ndarray, b: np.ndarray, chunk: int = 65536) -> Iterable[tuple[int, int]]:
+    """(a[i], b[i]) as Python ints, converted a chunk at a time (not millions of objects at once)."""
+    for start in range(0, len(a), chunk):
+        yield from zip(a[start:start + chunk].tolist(), b[start:start + chunk].tolist())
 
 
 def _str_groups(boxes: np.ndarray, capacity: int) -> list[np.ndarray]:
