@@ -16,6 +16,10 @@ from backend.service import Service
 from processors.errors import PathOutsideRoot, ProcessorNotFound
 
 
+#: The order of the routers in the API's documentation.
+DOCUMENTED_ORDER = (health, boundaries, processors, packages, jobs)
+
+
 def create_app(service: Service) -> FastAPI:
     """The FastAPI application over one `Service` (routes reach it through `get_service`)."""
     app = FastAPI(
@@ -23,9 +27,12 @@ def create_app(service: Service) -> FastAPI:
         version=__version__,
         description="Cut global datasets to a boundary and deliver them as documented data packages.",
         redoc_url="/redoc",
+        openapi_tags=[{"name": module.router.tags[0]} for module in DOCUMENTED_ORDER],
     )
     app.state.service = service
-    for module in (health, boundaries, processors, packages, jobs):
+    # Routes are matched in the order of inclusion, router by router: the routes every client
+    # polls first (job status after 22 others cost ~0.12 ms of its ~0.44 ms per request).
+    for module in (jobs, boundaries, health, processors, packages):
         app.include_router(module.router)
 
     @app.exception_handler(BackendError)
@@ -45,7 +52,8 @@ def create_app(service: Service) -> FastAPI:
     def openapi() -> dict[str, Any]:
         """FastAPI's schema plus the upload body, which the route reads raw (see routers.boundaries)."""
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                                 tags=app.openapi_tags)
             upload = TypeAdapter(BoundaryUpload).json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(upload.pop("$defs", {}))

@@ -106,6 +106,12 @@ class JobQueue:
     def _get(self, key: str) -> Any:
         return self.huey.get(key, peek=True)
 
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        """The values of those of `keys` that are set, in one read of the queue's storage (a job's
+        status reads a record per processor: one SQLite query or Redis HMGET, not one each)."""
+        found = self.huey.storage.peek_many(keys)
+        return {key: self.huey.serializer.deserialize(value) for key, value in found.items()}
+
     def _put(self, key: str, value: Any) -> None:
         self.huey.put(key, value)
 
@@ -272,8 +278,9 @@ class JobQueue:
 
     def _entries(self, job_id: str, job: dict[str, Any], cancelled: bool) -> list[dict[str, Any]]:
         entries = []
+        records = self._get_many([f"job:{job_id}:{name}" for name in job["processors"]])
         for name in job["processors"]:
-            record = self._record(job_id, name)
+            record = records.get(f"job:{job_id}:{name}") or {}
             state = record.get("job_status", PENDING)
             result = record.get("result")
             if state == PENDING and cancelled:
