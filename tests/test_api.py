@@ -145,7 +145,9 @@ def test_a_second_submission_follows_the_running_one(backend):
     backend.env["CCGAUTOPKG_TEST_PROCESSOR_SECONDS"] = "3"
     backend.serve(workers=2)
     first = backend.submit("senegal", [TEST])
-    backend.wait_job(first, until=lambda s: processor_states(s)[TEST] == "EXECUTING")
+    # Its first progress step: the run started, so it holds the dataset's lock (EXECUTING is set
+    # just before the lock is taken; a second job queued then could take it first).
+    backend.wait_job(first, until=lambda s: s["job_group_processors"][0]["job_progress"]["current_task"] == "waiting")
     second = backend.submit("senegal", [TEST])
     following = backend.wait_job(second, until=lambda s: s["job_group_processors"][0]["followed_job_id"] is not None)
     (entry,) = following["job_group_processors"]
