@@ -7,13 +7,16 @@ import ctypes
 import gc
 import ipaddress
 import logging
+import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from typing import Any, Iterator
 
-from backend.settings import Settings
+from backend.settings import PREFIX, Settings
 
 log = logging.getLogger("autopkg")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -82,14 +85,56 @@ def _serving(app):
     return app
 
 
-def api_process_app():
-    """The application of one of the API processes `serve` runs (uvicorn's factory, called in
-    the process uvicorn spawned; the settings come from the environment `serve` gave it)."""
+def _port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port that the other API processes of `serve` bind as well
+    (SO_REUSEPORT, same user only): the kernel spreads new connections over them evenly, by a
+    hash of each. (On one shared socket, the process that woke first took most of a burst of
+    connections: 147 of 210.) It listens once uvicorn serves on it: until then a connection is
+    refused, not left waiting for a process still starting."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _serve_api(app, sock: socket.socket, access_log: bool) -> None:
+    """uvicorn on `sock` until SIGINT or SIGTERM (httptools and uvloop when installed, uvicorn's
+    "auto"; no access log unless asked: a line per request costs about a quarter of a
+    millisecond, and clients poll)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=access_log))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # the SIGINT uvicorn stopped on, raised again once it stopped
+        return
+    if not server.started:
+        raise SystemExit("autopkg: the API did not start; the log above says why")
+
+
+def _api_process(access_log: bool) -> None:
+    """One more API process of `serve` (a fresh interpreter, spawned; its settings come from the
+    environment `serve` gave it)."""
     from backend.api import create_app
     from backend.service import build_service
 
     _die_with_parent()  # `serve` killed: no API process is left holding its port
-    return _serving(create_app(build_service(Settings.from_env())))
+    settings = Settings.from_env()
+    app = _serving(create_app(build_service(settings)))
+    _serve_api(app, _port_socket(settings.host, settings.port), access_log)
+
+
+def _stop_processes(processes: list, timeout: float = 20) -> None:
+    """SIGTERM (uvicorn: finish the requests under way), then SIGKILL after `timeout` s."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _start_worker_process(workers: int, verbose: bool) -> subprocess.Popen:
@@ -139,9 +184,7 @@ def _check_exposure(settings: Settings, allow_public_without_token: bool) -> Non
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The API in this process; the workers in a child process (`autopkg worker`)."""
-    import uvicorn
-
+    """The API in this process (and more API processes); the workers in a child process (`autopkg worker`)."""
     from backend.api import create_app
 
     settings = _settings(args)
@@ -151,7 +194,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.seed_boundaries and service.boundaries.count() == 0:
         report = service.boundaries.seed_natural_earth(settings.world_map_gpkg)
         log.info("seeded boundaries from %s: %d loaded, %d skipped", settings.world_map_gpkg, report.loaded, report.skipped)
-    worker = None
+    worker, api_processes = None, []
+    sock = _port_socket(settings.host, settings.port)  # the port taken: a clear error, nothing started
     try:
         if settings.workers > 0:
             with _stop_signals_held():  # a stop while forking interrupts here, once `worker` is set
@@ -160,20 +204,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"CCG AutoPackaging {base}\n  API:      {base}/v1/processors\n  ReDoc:    {base}/redoc\n"
               f"  Packages: {base}/packages/\n  Data dir: {settings.data_dir}\n  Workers:  {settings.workers}\n"
               f"  API processes: {settings.api_processes}", flush=True)
-        # httptools and uvloop when installed (uvicorn's "auto"); no access log unless asked: a
-        # line per request costs about a quarter of a millisecond, and clients poll.
-        options = dict(host=settings.host, port=settings.port, log_level="info", access_log=args.access_log)
-        if settings.api_processes == 1:
-            uvicorn.run(_serving(create_app(service)), **options)
-        else:
-            # One event loop uses one core: several processes, as uvicorn's workers, accept on the
-            # one socket it binds here (200 closed-loop connections: about 1.2 of 2 cores, not 1).
-            # Each builds its own service from these settings; what they share (boundaries, the
-            # queue, packages) is in the database, the queue's storage and files, not in memory.
-            service.boundaries.close()
-            os.environ.update(settings.environ())
-            uvicorn.run("backend.cli:api_process_app", factory=True, workers=settings.api_processes, **options)
+        # One event loop uses one core: the API runs in this process and api_processes - 1
+        # spawned ones, each on its own socket of the port. Each builds its own service from
+        # these settings; what they share (boundaries, the queue, packages) is in the database,
+        # the queue's storage and files, not in memory.
+        os.environ.update(settings.environ(), **{f"{PREFIX}PORT": str(sock.getsockname()[1])})
+        for _ in range(settings.api_processes - 1):
+            api_processes.append(multiprocessing.get_context("spawn").Process(target=_api_process, args=(args.access_log,)))
+            api_processes[-1].start()
+        _serve_api(_serving(create_app(service)), sock, args.access_log)
     finally:
+        _stop_processes(api_processes)
         if worker:
             _stop_worker_process(worker)
     return 0

@@ -32,7 +32,7 @@ class Settings:
     host: str = setting("127.0.0.1", "Address `autopkg serve` listens on.")
     port: int = setting(8000, "Port `autopkg serve` listens on.")
     workers: int = setting(None, "Worker processes `serve` starts (0: API only) or `autopkg worker` runs. Default: the number of CPU cores.")
-    api_processes: int = setting(None, "API processes `autopkg serve` runs, accepting on one socket (each reads the same database and queue). Default: 2, or 1 on a one-core machine.")
+    api_processes: int = setting(None, "API processes `autopkg serve` runs, each on its own socket of the port (SO_REUSEPORT: the kernel spreads connections evenly; each reads the same database and queue). Default: 2, or 1 on a one-core machine.")
     api_token: str = setting("", "When set, every route except liveness, readiness and the API docs requires `Authorization: Bearer <token>`.")
     packages_host_url: str = setting("", "Public base URL of the package files; empty means the API's own `/packages` route.")
     include_test_processors: bool = setting(False, "List the predecessor's `test_processor` and `test_fail_processor`.")

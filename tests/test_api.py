@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -283,13 +284,13 @@ def test_delete_package_refused_while_a_job_for_it_is_unfinished(backend):
 
 
 def test_api_processes_share_the_port_and_what_each_is_told(backend):
-    """`serve` with two API processes on one port: what one of them is told (an upload, a job) the
-    other answers about at once, since it lives in the database and the queue's storage; a stop
-    ends them all."""
+    """`serve` with two API processes on one port (its own and a spawned one): what one of them is
+    told (an upload, a job) the other answers about at once, since it lives in the database and
+    the queue's storage; a stop ends them all."""
     backend.env["CCGAUTOPKG_API_PROCESSES"] = "2"
     serve = backend.serve(workers=0)
-    api = [pid for pid in session_processes(serve.proc.pid) if parent_pid(pid) == serve.proc.pid
-           and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    api = [serve.proc.pid, *(pid for pid in session_processes(serve.proc.pid) if parent_pid(pid) == serve.proc.pid
+                             and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())]
     assert len(api) == 2
     first, second = _a_connection_to_each(backend.port, api)
     square = {"type": "Polygon", "coordinates": [[[36.7, -1.4], [36.9, -1.4], [36.9, -1.2], [36.7, -1.2], [36.7, -1.4]]]}
@@ -313,22 +314,25 @@ def _request(conn: http.client.HTTPConnection, method: str, path: str, body: dic
     return response.status, json.loads(response.read())
 
 
-def _a_connection_to_each(port: int, pids: list[int], tries: int = 200) -> list[http.client.HTTPConnection]:
+def _a_connection_to_each(port: int, pids: list[int], timeout: float = 60) -> list[http.client.HTTPConnection]:
     """A keep-alive connection answered by each of the processes `pids` (in that order): new
-    connections until each process has accepted one (its socket is among its open files)."""
+    connections until each process has accepted one (its socket is among its open files); a
+    spawned API process joins the port once it has started."""
     owned: dict[int, http.client.HTTPConnection] = {}
-    for _ in range(tries):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         assert _request(conn, "GET", "/v1/liveness")[0] == 200  # answered: accepted by one of them
         inode = _socket_inode(port, conn.sock.getsockname()[1])
         owner = next(pid for pid in pids if f"socket:[{inode}]" in _open_files(pid))
         if owner in owned:
             conn.close()
+            time.sleep(0.02)
         else:
             owned[owner] = conn
         if len(owned) == len(pids):
             return [owned[pid] for pid in pids]
-    raise AssertionError(f"{tries} connections were all accepted by {list(owned)}")
+    raise AssertionError(f"after {timeout} s, connections were all accepted by {list(owned)} of {pids}")
 
 
 def _socket_inode(server_port: int, client_port: int) -> str:
