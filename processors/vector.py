@@ -364,6 +364,8 @@ def _ogr_layer(ds, source: Path, name):
     lyr = ds.GetLayerByName(name) if name is not None else ds.GetLayer(0)
     if lyr is None:
         raise SourceUnavailable(f"cannot open layer {name!r} of {source}")
+    if lyr.GetLayerDefn().GetGeomFieldCount() == 0:
+        raise SourceUnavailable(f"layer {lyr.GetName()!r} of {source} has no geometry column: nothing to clip")
     return lyr
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import fiona
 import pytest
 from fiona.transform import transform_geom
+from osgeo import ogr
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box, mapping, shape
 
 from processors.errors import Cancelled, SourceUnavailable
@@ -289,6 +290,20 @@ def test_missing_source_or_layer_is_source_unavailable(polygons_src, tmp_path):
     with pytest.raises(SourceUnavailable, match="no_such_layer"):
         clip_vector_to_gpkg(polygons_src, layer="no_such_layer", boundary=BOUNDARY, destination=tmp_path / "o.gpkg")
     assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_layer_without_geometry_is_source_unavailable(tmp_path):
+    attributes = tmp_path / "attributes.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(attributes))  # an attributes-only table
+    table = ds.CreateLayer("table", geom_type=ogr.wkbNone)
+    table.CreateField(ogr.FieldDefn("name", ogr.OFTString))
+    row = ogr.Feature(table.GetLayerDefn())
+    row.SetField("name", "x")
+    table.CreateFeature(row)
+    ds = table = row = None
+    with pytest.raises(SourceUnavailable, match="'table' of .*attributes.gpkg has no geometry column"):
+        clip_vector_to_gpkg(attributes, layer="table", boundary=BOUNDARY, destination=tmp_path / "o.gpkg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attributes.gpkg"]
 
 
 def test_output_geometry_type_promotes_lines_and_polygons_to_multi():
