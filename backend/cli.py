@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import gc
 import ipaddress
 import logging
@@ -96,6 +97,20 @@ def _port_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     return sock
+
+
+def _claim_port(port: int) -> socket.socket:
+    """`serve`'s exclusive claim on `port` on this machine, held until it ends (even killed): an
+    abstract Unix socket named after the port (no file anywhere). The API sockets share the port
+    with SO_REUSEPORT, which would let a second `serve` of the same user bind it as well and
+    silently take half of the connections; the claim makes that a clear error instead."""
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(f"\0ccg-autopkg-serve-port-{port}")
+    except OSError:
+        claim.close()
+        raise OSError(errno.EADDRINUSE, f"port {port} is already served by another `autopkg serve` on this machine") from None
+    return claim
 
 
 def _serve_api(app, sock: socket.socket, access_log: bool) -> None:
@@ -217,6 +232,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     worker, api_processes = None, []
     sock = _port_socket(settings.host, settings.port)  # the port taken: a clear error, nothing started
     try:
+        claim = _claim_port(sock.getsockname()[1])
+    except OSError:
+        sock.close()
+        raise
+    try:
         if settings.workers > 0:
             with _stop_signals_held():  # a stop while forking interrupts here, once `worker` is set
                 worker = _start_worker_process(settings.workers, args.verbose)
@@ -236,6 +256,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _stop_processes(api_processes)
         if worker:
             _stop_worker_process(worker)
+        claim.close()
     return 0
 
 

@@ -307,6 +307,19 @@ def test_api_processes_share_the_port_and_what_each_is_told(backend):
     wait_session_ended(serve.proc.pid, 20, serve.output)
 
 
+def test_a_second_serve_on_the_port_is_refused_until_the_first_ends(backend):
+    """The API sockets share the port (SO_REUSEPORT), so the kernel alone would let a second
+    `serve` of the same user bind it too and take part of the first one's connections."""
+    first = backend.serve(workers=0)
+    second = backend.serve(workers=0, wait=False)
+    assert second.proc.wait(60) == 2
+    assert f"port {backend.port} is already served by another `autopkg serve` on this machine" in second.output()
+    assert backend.get("/v1/liveness").status_code == 200
+    first.kill()  # the claim ends with the process, even killed
+    backend.serve(workers=0)
+    assert backend.get("/v1/liveness").status_code == 200
+
+
 def _request(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
     conn.request(method, path, body=json.dumps(body) if body is not None else None,
                  headers={"content-type": "application/json"} if body is not None else {})
