@@ -530,8 +530,8 @@ def search_section(runs: dict[str, dict]) -> str:
 
 def report(runs: dict[str, dict], warp: dict, args, started: str, elapsed: float) -> str:
     L = [SECTION, ""]
-    L.append(f"- date: {started}; machine: `nproc` = {os.cpu_count()}; shared with other work, load average "
-             "(1, 5, 15 min) given per measurement; nothing run under `nice` (the workers `serve` starts run at "
+    L.append(f"- date: {started}; machine: `nproc` = {os.cpu_count()}; load average "
+             "(1, 5, 15 min, the bench's own processes included) given per measurement; nothing run under `nice` (the workers `serve` starts run at "
              "the niceness it gives them, `backend.cli.SERVE_WORKER_NICENESS`, as shipped)")
     L.append(f"- command: `.venv/bin/python bench/bench_jobs.py{' --before ' + args.before if args.before else ''} "
              f"--mix-jobs {args.mix_jobs} --load-seconds {args.load_seconds:g}`; wall time {elapsed:.0f} s; "

@@ -431,8 +431,8 @@ def report(names, rast, mem, multi, vect, args, built, elapsed, loads) -> str:
     L.append("# Processor clipping benchmark\n")
     L.append(f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}")
     L.append(f"- machine: `nproc` = {os.cpu_count()}, {platform.machine()}, {platform.system()} {platform.release()}; "
-             f"{gdal} (rasterio {rasterio.__version__} on GDAL {rasterio.__gdal_version__}); shared with other work: "
-             f"load average (1, 5, 15 min) {loads[0]} at the start, {loads[1]} at the end; not run under `nice`")
+             f"{gdal} (rasterio {rasterio.__version__} on GDAL {rasterio.__gdal_version__}); "
+             f"load average (1, 5, 15 min, the bench's own work included) {loads[0]} at the start, {loads[1]} at the end; not run under `nice`")
     L.append(f"- command: `.venv/bin/python bench/bench_processors.py --repeat {args.repeat}"
              f"{' --quick' if args.quick else ''}{'' if set(args.parts) == set(PARTS) else ' --parts ' + ' '.join(args.parts)}`; medians of {args.repeat}; ours and every GDAL peer in this "
              "process (`gdal.Warp`, `gdal.Translate`, `gdal.VectorTranslate`) and the same peers as whole "
