@@ -184,7 +184,7 @@ def raster_bench(name: str, geom, repeat: int) -> dict:
     return r
 
 
-#: The phases of a clip that `timed_phases` times: key -> function of processors.raster.
+#: The phases of a raster clip that `timed_raster_phases` times: key -> function of processors.raster.
 RASTER_PHASES = {
     "strips_s": "_write_strips",  # a window larger than a strip: read, masked, temporary GTiff (wall)
     "phase_read_s": "_read_masked",  # decoding the touched tiles (summed over the reading threads)
@@ -195,13 +195,12 @@ RASTER_PHASES = {
 
 
 @contextlib.contextmanager
-def timed_phases(spent: dict[str, float]):
-    """Adds to `spent[key]` the seconds spent in each RASTER_PHASES function while inside (the
-    calls of several threads add up)."""
-    import processors.raster as R
-
+def timed_phases(phases: dict[str, tuple[object, str]]):
+    """Yields {key: seconds spent in `owner.attr`} for the `phases` (key -> (owner, attr)), added
+    up while inside (the calls of several threads add up); the functions are put back after."""
+    spent = {key: 0.0 for key in phases}
     lock = threading.Lock()
-    originals = {attr: getattr(R, attr) for attr in RASTER_PHASES.values()}
+    originals = {key: getattr(owner, attr) for key, (owner, attr) in phases.items()}
 
     def timed_call(key, fn):
         def inner(*a, **k):
@@ -210,23 +209,30 @@ def timed_phases(spent: dict[str, float]):
                 return fn(*a, **k)
             finally:
                 with lock:
-                    spent[key] = spent.get(key, 0.0) + time.perf_counter() - t0
+                    spent[key] += time.perf_counter() - t0
         return inner
 
-    for key, attr in RASTER_PHASES.items():
-        setattr(R, attr, timed_call(key, originals[attr]))
+    for key, (owner, attr) in phases.items():
+        setattr(owner, attr, timed_call(key, originals[key]))
     try:
         yield spent
     finally:
-        for attr, fn in originals.items():
-            setattr(R, attr, fn)
+        for key, (owner, attr) in phases.items():
+            setattr(owner, attr, originals[key])
+
+
+def timed_raster_phases():
+    """`timed_phases` of the RASTER_PHASES functions of processors.raster."""
+    import processors.raster as R
+
+    return timed_phases({key: (R, attr) for key, attr in RASTER_PHASES.items()})
 
 
 def raster_phases(src: Path, geom, destination: Path) -> dict:
     """One extra, instrumented clip (not part of the medians): seconds per RASTER_PHASES phase."""
     from processors.raster import clip_raster_to_cog
 
-    with timed_phases({key: 0.0 for key in RASTER_PHASES}) as spent:
+    with timed_raster_phases() as spent:
         t0 = time.perf_counter()
         clip_raster_to_cog(src, boundary=geom, destination=destination)
         spent["phases_total_s"] = time.perf_counter() - t0

@@ -39,14 +39,14 @@ def raster(name: str, repeat: int = 3) -> None:
     GTiff, then copied by the COG driver; a window
     in one strip is read, masked and made into the COG in memory. The read-only floor reads the
     whole window in one thread, in the same strips."""
-    from bench_processors import RASTER_PHASES, timed_phases
+    from bench_processors import timed_raster_phases
 
     geom = B.load_boundaries([name])[name]
     OUT.mkdir(parents=True, exist_ok=True)
     R.clip_raster_to_cog(B.GLOBAL_TIF, boundary=geom, destination=OUT / "warm.tif")
     runs, totals, floors = [], [], []
     for _ in range(repeat):
-        with timed_phases({key: 0.0 for key in RASTER_PHASES}) as spent:
+        with timed_raster_phases() as spent:
             t = time.perf_counter()
             R.clip_raster_to_cog(B.GLOBAL_TIF, boundary=geom, destination=OUT / f"{name}.tif")
             totals.append(time.perf_counter() - t)
@@ -165,31 +165,17 @@ def vector(name: str, repeat: int = 3) -> None:
         "spatial index: packed and written": (V._PackedRtree, "load"),
         "the one fsync": (V, "_fsync"),
     }
+    from bench_processors import timed_phases
+
     seconds = {k: [] for k in phases}
-    originals = {k: getattr(owner, attr) for k, (owner, attr) in phases.items()}
-
-    def timed(key, fn):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                seconds[key][-1] += time.perf_counter() - t
-        return wrapper
-
-    for key, (owner, attr) in phases.items():
-        setattr(owner, attr, timed(key, originals[key]))
     totals = []
-    try:
-        for i in range(repeat + 1):  # the first clip warms the process and the page cache
-            for v in seconds.values():
-                v.append(0.0)
+    for i in range(repeat + 1):  # the first clip warms the process and the page cache
+        with timed_phases(phases) as spent:
             t = time.perf_counter()
             res = V.clip_vector_to_gpkg(B.ROADS_GPKG, layer=B.ROADS_LAYER, boundary=geom, destination=OUT / f"{name}.gpkg")
             totals.append(time.perf_counter() - t)
-    finally:
-        for key, (owner, attr) in phases.items():
-            setattr(owner, attr, originals[key])
+        for key, v in seconds.items():
+            v.append(spent[key])
     med = lambda xs: sorted(xs[1:])[len(xs[1:]) // 2]  # noqa: E731
     print(f"{name}: total {med(totals):.3f} s (runs: {', '.join(f'{t:.3f}' for t in totals[1:])}), "
           f"{res.candidates} candidates, {res.kept_whole} whole, {res.clipped} clipped, {res.tested} tested")
